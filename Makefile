@@ -1,0 +1,40 @@
+# Every target creates .venv from a Python 3.12 interpreter when it is missing.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint bench clean-venv
+
+$(PY):
+	@PY312=$$(command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1); \
+	if [ -z "$$PY312" ]; then \
+	  echo "error: no Python 3.12 interpreter found (looked for python3.12 on PATH and pyenv's 3.12)." >&2; \
+	  echo "       jax 0.11.2 needs Python >= 3.12: install python3.12 or run 'pyenv install 3.12'." >&2; \
+	  exit 1; \
+	fi; \
+	echo "creating $(VENV) with $$PY312"; \
+	$$PY312 -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml requirements.lock
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m train --config configs/tiny.yaml --output_dir /tmp/gca_jax_demo --fresh
+
+lint: $(STAMP)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.swa
+	$(PY) -m benchmarks.gca
+	$(PY) -m benchmarks.train_throughput
+
+clean-venv:
+	rm -rf $(VENV)
