@@ -1,0 +1,26 @@
+"""Data layer: tokenizers, corpus preparation, grain pipelines, NIAH and summarization tasks.
+
+Submodules are imported on demand; this package re-exports the API the trainer and evaluator use.
+tensorflow-datasets is only imported by `gca_jax.data.tfds_source` when a tfds source is asked for.
+"""
+
+from gca_jax.data.builtin import builtin_documents, prepare_builtin_corpus
+from gca_jax.data.manifest import check_tokenizer_matches, read_manifest
+from gca_jax.data.pipeline import TokenStream, make_eval_dataset, make_train_dataset
+from gca_jax.data.prepare import prepare_corpus
+from gca_jax.data.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
+
+__all__ = [
+    "ByteTokenizer",
+    "HFTokenizer",
+    "TokenStream",
+    "Tokenizer",
+    "builtin_documents",
+    "check_tokenizer_matches",
+    "load_tokenizer",
+    "make_eval_dataset",
+    "make_train_dataset",
+    "prepare_builtin_corpus",
+    "prepare_corpus",
+    "read_manifest",
+]

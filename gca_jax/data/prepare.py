@@ -1,0 +1,256 @@
+"""Corpus preparation: local inputs -> ArrayRecord shards of token ids + manifest.json.
+
+Each shard task (see `sources.plan_shards`) becomes `shard-<i>.array_record` (one record per
+document: its token ids followed by EOT, as raw bytes of the manifest's `token_dtype`),
+`<shard>.lengths.npy`, and last a `<shard>.done.json` marker, written atomically. The marker is the
+commit point: a re-run skips shards that have one and redoes the others, so an interrupted run
+resumes without losing or duplicating work. Everything that can be checked before tokenizing (paths,
+format, tokenizer, a directory prepared differently) raises `ValueError` before any shard is
+written.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from gca_jax.data import manifest as manifest_lib
+from gca_jax.data import sources
+from gca_jax.data import tokenizer as tokenizer_lib
+
+logger = logging.getLogger(__name__)
+
+_DONE_SUFFIX = ".done.json"
+_worker_tokenizers: dict[str, object] = {}  # Per-process cache, filled lazily in workers.
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardResult:
+    """What one finished shard contributed.
+
+    Attributes:
+        index: shard number in the plan.
+        num_documents: documents written.
+        num_tokens: tokens written (EOTs included).
+        text_bytes: UTF-8 bytes of the text tokenized.
+        skipped: skipped inputs by reason.
+        reused: True when the shard was already finished by an earlier run.
+    """
+
+    index: int
+    num_documents: int
+    num_tokens: int
+    text_bytes: int
+    skipped: dict
+    reused: bool = False
+
+
+def shard_name(index: int) -> str:
+    """File name of shard `index`."""
+    return f"shard-{index:05d}.array_record"
+
+
+def _get_tokenizer(spec: str):
+    """Tokenizer for `spec`, built once per process."""
+    if spec not in _worker_tokenizers:
+        _worker_tokenizers[spec] = tokenizer_lib.load_tokenizer(spec)
+    return _worker_tokenizers[spec]
+
+
+def _write_shard(args) -> ShardResult:
+    """Tokenize one shard task and commit it (runs in a worker process)."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    index, task, out_dir, tokenizer_spec, token_dtype = args
+    tok = _get_tokenizer(tokenizer_spec)
+    path = os.path.join(out_dir, shard_name(index))
+    skipped: collections.Counter = collections.Counter()
+    lengths, text_bytes = [], 0
+    writer = ArrayRecordWriter(path + ".tmp", "group_size:1")
+    try:
+        for text in sources.iter_documents(task, skipped):
+            ids = tok.encode_array(text)
+            record = np.empty((ids.shape[0] + 1,), dtype=token_dtype)
+            record[:-1] = ids
+            record[-1] = tok.eot_id
+            writer.write(record.tobytes())
+            lengths.append(record.shape[0])
+            text_bytes += len(text.encode("utf-8"))
+    finally:
+        writer.close()
+    np.save(path + ".lengths.npy.tmp.npy", np.asarray(lengths, dtype=np.int64))
+    os.replace(path + ".tmp", path)
+    os.replace(path + ".lengths.npy.tmp.npy", path + ".lengths.npy")
+    result = ShardResult(index, len(lengths), int(sum(lengths)), text_bytes, dict(skipped))
+    manifest_lib.write_json_atomic(path + _DONE_SUFFIX, dataclasses.asdict(result))
+    return result
+
+
+def _read_done(out_dir: str, index: int) -> ShardResult | None:
+    """The committed result of shard `index`, or None when it must be (re)done."""
+    path = os.path.join(out_dir, shard_name(index))
+    if not os.path.isfile(path + _DONE_SUFFIX):
+        return None
+    with open(path + _DONE_SUFFIX) as f:
+        data = json.load(f)
+    if not (os.path.isfile(path) and os.path.isfile(path + ".lengths.npy")):
+        return None
+    return dataclasses.replace(ShardResult(**data), reused=True)
+
+
+def _resolve_tokenizer(out_dir, tokenizer, train_vocab, plan):
+    """Load (or train) the tokenizer and keep a copy of its file inside `out_dir`."""
+    local = os.path.join(out_dir, "tokenizer.json")
+    if train_vocab:
+        if not os.path.isfile(local):
+            texts = (
+                t for task in plan for t in sources.iter_documents(task, collections.Counter())
+            )
+            tokenizer_lib.train_bpe(texts, vocab_size=train_vocab, out_path=local)
+        return tokenizer_lib.load_tokenizer(local)
+    tok = tokenizer_lib.load_tokenizer(tokenizer)
+    if isinstance(tok, tokenizer_lib.HFTokenizer):
+        if os.path.abspath(tok.path) != os.path.abspath(local):
+            existing = os.path.isfile(local) and tokenizer_lib.HFTokenizer(local).identity
+            if existing and existing != tok.identity:
+                raise ValueError(f"{out_dir=} already holds a different tokenizer.json")
+            shutil.copyfile(tok.path, local)
+        tok = tokenizer_lib.load_tokenizer(local)
+    return tok
+
+
+def _check_existing(out_dir: str, tok, plan_desc: list) -> None:
+    """Refuse an output directory prepared with another tokenizer or other inputs."""
+    if not os.path.isfile(os.path.join(out_dir, manifest_lib.MANIFEST_NAME)):
+        return
+    old = manifest_lib.read_manifest(out_dir, require_complete=False)
+    manifest_lib.check_tokenizer_matches(old, tok.identity)
+    if old.get("plan") != plan_desc:
+        raise ValueError(
+            f"{out_dir=} holds a corpus prepared from other inputs or options; "
+            "use a new output directory (or delete this one) to prepare these inputs"
+        )
+
+
+def prepare_corpus(
+    inputs: list[str],
+    out_dir: str | os.PathLike,
+    *,
+    format: str,
+    tokenizer: str = "bytes",
+    split: str = "train",
+    text_field: str | None = None,
+    num_workers: int = 1,
+    files_per_shard: int = 64,
+    records_per_shard: int = 10_000,
+    data_dir: str | None = None,
+    train_tokenizer_vocab: int | None = None,
+    progress: Callable[[ShardResult, int], None] | None = None,
+) -> dict:
+    """Tokenize local inputs into a corpus directory (resumable).
+
+    Args: inputs: input files/directories (for `tfds`, the dataset name). out_dir: corpus directory
+    to create or resume. format: one of `sources.FORMATS`. tokenizer: "bytes" or a tokenizer.json
+    path (see `load_tokenizer`). split: split to read (PG-19 / proof-pile subdirectory, tfds split);
+    recorded in the manifest. text_field: record field with the text (jsonl/parquet/tfds).
+    num_workers: tokenizer processes; 1 runs in this process. files_per_shard: documents per shard
+    for one-file-per-document formats. records_per_shard: records per shard for tfds. data_dir: tfds
+    data_dir. train_tokenizer_vocab: train a byte-level BPE of this size on the inputs first and use
+    it. progress: called as `progress(result, total_shards)` after each shard.
+
+    Returns:
+        The final manifest, plus `seconds` and `text_bytes` of this run.
+
+    Raises:
+        ValueError: bad inputs or an output directory holding another tokenizer or plan.
+    """
+    out_dir = os.fspath(out_dir)
+    plan = sources.plan_shards(
+        list(inputs),
+        format=format,
+        split=split,
+        text_field=text_field,
+        files_per_shard=files_per_shard,
+        records_per_shard=records_per_shard,
+        data_dir=data_dir,
+    )
+    plan_desc = [t.describe() for t in plan]
+    os.makedirs(out_dir, exist_ok=True)
+    tok = _resolve_tokenizer(out_dir, tokenizer, train_tokenizer_vocab, plan)
+    _check_existing(out_dir, tok, plan_desc)
+    token_dtype = manifest_lib.token_dtype_for(tok.vocab_size)
+    base = {
+        "format": manifest_lib.FORMAT,
+        "complete": False,
+        "tokenizer": tok.identity,
+        "tokenizer_spec": "bytes" if tok.identity["kind"] == "bytes" else "tokenizer.json",
+        "token_dtype": token_dtype,
+        "source": {"format": format, "inputs": [os.path.abspath(p) for p in inputs]},
+        "split": split,
+        "plan": plan_desc,
+    }
+    manifest_lib.write_json_atomic(os.path.join(out_dir, manifest_lib.MANIFEST_NAME), base)
+
+    start = time.perf_counter()
+    results: dict[int, ShardResult] = {}
+    todo = []
+    for i, task in enumerate(plan):
+        done = _read_done(out_dir, i)
+        if done is None:
+            todo.append((i, task, out_dir, tok.spec, token_dtype))
+        else:
+            results[i] = done
+            if progress:
+                progress(done, len(plan))
+    logger.info("%d shards planned, %d already done", len(plan), len(results))
+    for result in _run(todo, num_workers):
+        results[result.index] = result
+        if progress:
+            progress(result, len(plan))
+    return _finish(out_dir, base, [results[i] for i in range(len(plan))], start)
+
+
+def _run(todo, num_workers):
+    """Yield shard results, in this process or in a pool of spawned workers."""
+    if num_workers <= 1 or len(todo) <= 1:
+        for args in todo:
+            yield _write_shard(args)
+        return
+    ctx = multiprocessing.get_context("spawn")  # Safe with threaded parents (tokenizers, jax).
+    with ctx.Pool(min(num_workers, len(todo))) as pool:
+        yield from pool.imap_unordered(_write_shard, todo)
+
+
+def _finish(out_dir, base, results, start) -> dict:
+    """Aggregate shard results into the final manifest and write it."""
+    skipped: collections.Counter = collections.Counter()
+    for r in results:
+        skipped.update(r.skipped)
+    shards = [
+        {"name": shard_name(r.index), "num_documents": r.num_documents, "num_tokens": r.num_tokens}
+        for r in results
+        if r.num_documents > 0
+    ]
+    manifest = base | {
+        "complete": True,
+        "num_documents": sum(r.num_documents for r in results),
+        "num_tokens": sum(r.num_tokens for r in results),
+        "shards": shards,
+        "skipped": dict(skipped),
+    }
+    manifest_lib.write_json_atomic(os.path.join(out_dir, manifest_lib.MANIFEST_NAME), manifest)
+    fresh = [r for r in results if not r.reused]
+    return manifest | {
+        "seconds": time.perf_counter() - start,
+        "text_bytes": sum(r.text_bytes for r in fresh),
+        "shards_reused": len(results) - len(fresh),
+    }
