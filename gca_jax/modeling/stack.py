@@ -1,0 +1,38 @@
+"""Stacks of identical layers, created with vmap and applied with scan + remat."""
+
+from collections.abc import Callable
+
+import jax
+from flax import nnx
+
+_POLICIES = {
+    "full": None,  # save nothing: recompute the whole layer in the backward
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def make_stack(
+    factory: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs
+) -> nnx.Module:
+    """Builds ``num_layers`` layers as one module whose parameters have a leading layer axis."""
+
+    @nnx.split_rngs(splits=num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def build(layer_rngs: nnx.Rngs) -> nnx.Module:
+        return factory(layer_rngs)
+
+    return build(rngs)
+
+
+def apply_stack(stack: nnx.Module, h: jax.Array, *args, remat: str = "full") -> jax.Array:
+    """Runs ``h = layer(h, *args)`` for each stacked layer with lax.scan, rematerialised."""
+    graphdef, state = nnx.split(stack)
+
+    def body(carry, layer_state):
+        layer = nnx.merge(graphdef, layer_state)
+        return layer(carry, *args), None
+
+    if remat != "none":
+        body = jax.checkpoint(body, policy=_POLICIES[remat], prevent_cse=False)
+    h, _ = jax.lax.scan(body, h, state)
+    return h
