@@ -1,0 +1,53 @@
+"""Shared pieces of the GCA Pallas-Triton kernels: the static block config and tile helpers."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+LOG2_E = math.log2(math.e)
+
+
+@dataclasses.dataclass(frozen=True)
+class GcaBlockConfig:
+    """Tile sizes and launch parameters of the GCA kernels (static; hashable).
+
+    Attributes:
+      block_q: query rows per program in the forward and dq kernels (power of 2, >= 16).
+      block_q_dkv: query rows per inner step of the dK/dV kernel (power of 2, >= 16).
+      block_s_dkv: memory slots per dK/dV program (power of 2, divides S, >= 16).
+      block_n_decode: query rows per decode program (power of 2, >= 16).
+      num_warps: warps of the forward and decode kernels.
+      num_stages: software-pipelining stages of the forward and decode kernels.
+      num_warps_bwd: warps of the backward kernels.
+      num_stages_bwd: pipelining stages of the backward kernels.
+    """
+
+    block_q: int = 64
+    block_q_dkv: int = 64
+    block_s_dkv: int = 64
+    block_n_decode: int = 16
+    num_warps: int = 4
+    num_stages: int = 2
+    num_warps_bwd: int = 4
+    num_stages_bwd: int = 2
+
+    @classmethod
+    def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
+        """Heuristic defaults for P query rows per chunk and S memory slots."""
+        block_q = max(16, min(64, pl.next_power_of_2(rows)))
+        return cls(block_q=block_q, block_q_dkv=block_q, block_s_dkv=min(64, slots))
+
+
+def dot(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False):
+    """Triton dot, float32 accumulation; float32 inputs at IEEE precision (no TF32)."""
+    precision = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
+    return plt.dot(a, b, trans_a=trans_a, trans_b=trans_b, precision=precision)
+
+
+def row_mask(start, block: int, rows: int) -> jax.Array:
+    """(block,) bool: which of rows start .. start + block - 1 exist (< rows)."""
+    return start + jnp.arange(block, dtype=jnp.int32) < rows

@@ -1,0 +1,226 @@
+"""GCA in Pallas with Triton lowering: forward, decode, and the custom VJP around the backward.
+
+Contract (same as kernels/gca/reference.py):
+
+    out[b, c] = sum_k w[b, c, k] * softmax_j(q[b, c] @ keys[b, idx[b, c, k]].T * scale)
+                                  @ values[b, idx[b, c, k]]
+
+- Shapes: q (B, C, P, H, d), memory keys/values (B, E, S, Hkv, d), idx/w (B, C, K); any B, C, E,
+  K >= 1 and any P >= 1 (rows past P in the last query tile are masked, so P = 65 works).
+- Sizes the Triton tiles impose: S and d powers of two, 16 <= S <= 128, 16 <= d <= 256 (checked
+  by the public op). H % Hkv == 0 (GQA, query head h reads kv head h // (H // Hkv)).
+- Dtypes: float32, bfloat16, float16; q, keys and values share one. Scores, softmax and the
+  weighted sum are float32; probabilities are cast to the value dtype before P @ V (as the
+  original kernel, seed-spec §2.2). float32 dots run at IEEE precision (no TF32).
+- Retrieved chunks are read BY INDEX inside the kernels: each program holds the whole memory of
+  its (batch, kv head) as a pointer and loads row idx[b, c, k] itself. The gathered
+  (B, C, K, S, H, d) tensor never exists, forward or backward.
+- Forward residual: the per-(row, retrieved chunk) log-sum-exp in base 2, (B, C, H, K, P_pad)
+  float32, P_pad = P rounded up to the query tile. No probabilities or gathered chunks are saved.
+- Backward (kernels/gca/pallas_triton_vjp.py): a dq kernel over query tiles (also writes the
+  per-chunk delta = <dO, O_k>, from which dw is a sum in XLA) and a dK/dV kernel over memory rows
+  that walks an inverse index (stable argsort of idx), so dK/dV are accumulated in a fixed order:
+  same inputs, same bits.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+from kernels.gca import pallas_triton_vjp as vjp
+from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, row_mask
+
+
+def _gca_fwd_kernel(
+    q_ref,
+    keys_ref,
+    values_ref,
+    idx_ref,
+    w_ref,
+    out_ref,
+    lse_ref,
+    *,
+    scale,
+    rows,
+    num_k,
+    block_q,
+    num_q_blocks,
+):
+    """One (query chunk, query tile, head, batch): loops over the K retrieved chunks.
+
+    Refs: q/out (P, d); keys/values (E, S, d) — the whole memory of this (batch, kv head);
+    idx/w (K,); lse (K, P_pad) base-2 log-sum-exp.
+    """
+    q0 = (pl.program_id(0) % num_q_blocks) * block_q
+    mask_Q = row_mask(q0, block_q, rows)
+    q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
+    qk_scale = scale * LOG2_E  # Softmax in base 2: exp2 is the fast path on the GPU.
+
+    def one_chunk(k, acc_Qxd):
+        e = idx_ref[k]
+        k_Sxd = keys_ref[e, :, :]
+        v_Sxd = values_ref[e, :, :]
+        s_QxS = dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale
+        m_Q = jnp.max(s_QxS, axis=1)
+        p_QxS = jnp.exp2(s_QxS - m_Q[:, None])
+        l_Q = jnp.sum(p_QxS, axis=1)
+        o_Qxd = dot(p_QxS.astype(v_Sxd.dtype), v_Sxd)
+        lse_ref[k, pl.ds(q0, block_q)] = m_Q + jnp.log2(l_Q)
+        coef_Q = w_ref[k].astype(jnp.float32) / l_Q
+        return acc_Qxd + o_Qxd * coef_Q[:, None]
+
+    acc_Qxd = jax.lax.fori_loop(
+        0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+    )
+    plt.store(
+        out_ref.at[pl.ds(q0, block_q), :], acc_Qxd.astype(out_ref.dtype), mask=mask_Q[:, None]
+    )
+
+
+def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, interpret: bool):
+    """Runs the forward kernel; returns (out (B, C, P, H, d), lse2 (B, C, H, K, P_pad) f32)."""
+    b, c, p, h, d = q.shape
+    e, s, hkv = keys.shape[1:4]
+    k = idx.shape[2]
+    group = h // hkv
+    bq = config.block_q
+    nq = pl.cdiv(p, bq)
+    kernel = functools.partial(
+        _gca_fwd_kernel, scale=scale, rows=p, num_k=k, block_q=bq, num_q_blocks=nq
+    )
+    q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nq, 0, hh, 0))
+    mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
+    ck_spec = pl.BlockSpec((None, None, k), lambda i, hh, bb: (bb, i // nq, 0))
+    lse_spec = pl.BlockSpec(
+        (None, None, None, k, nq * bq), lambda i, hh, bb: (bb, i // nq, hh, 0, 0)
+    )
+    return pl.pallas_call(
+        kernel,
+        grid=(c * nq, h, b),  # Query chunks fastest: concurrent programs share one memory slab.
+        in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec],
+        out_specs=[q_spec, lse_spec],
+        out_shape=[
+            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct((b, c, h, k, nq * bq), jnp.float32),
+        ],
+        compiler_params=plt.CompilerParams(
+            num_warps=config.num_warps, num_stages=config.num_stages
+        ),
+        interpret=interpret,
+        name="gca_fwd",
+    )(q, keys, values, idx, w)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _gca(q, keys, values, idx, w, scale, config, interpret):
+    out, _ = gca_forward(q, keys, values, idx, w, scale=scale, config=config, interpret=interpret)
+    return out
+
+
+def _gca_vjp_fwd(q, keys, values, idx, w, scale, config, interpret):
+    out, lse2 = gca_forward(
+        q, keys, values, idx, w, scale=scale, config=config, interpret=interpret
+    )
+    return out, (q, keys, values, idx, w, lse2)
+
+
+def _gca_vjp_bwd(scale, config, interpret, residuals, dout):
+    q, keys, values, idx, w, lse2 = residuals
+    dq, dkeys, dvalues, dw = vjp.gca_backward(
+        q, keys, values, idx, w, lse2, dout, scale=scale, config=config, interpret=interpret
+    )
+    return dq, dkeys, dvalues, None, dw
+
+
+_gca.defvjp(_gca_vjp_fwd, _gca_vjp_bwd)
+
+
+def gca_attention_pallas(
+    q_BxCxPxHxd,
+    keys_BxExSxHkvxd,
+    values_BxExSxHkvxd,
+    idx_BxCxK,
+    w_BxCxK,
+    *,
+    scale: float,
+    interpret: bool,
+    config: GcaBlockConfig | None = None,
+):
+    """GCA through the Pallas kernels (inputs already validated by kernels.gca.gca_attention)."""
+    if config is None:
+        config = GcaBlockConfig.default(q_BxCxPxHxd.shape[2], keys_BxExSxHkvxd.shape[2])
+    return _gca(
+        q_BxCxPxHxd,
+        keys_BxExSxHkvxd,
+        values_BxExSxHkvxd,
+        idx_BxCxK,
+        w_BxCxK,
+        float(scale),
+        config,
+        bool(interpret),
+    )
+
+
+def _gca_decode_kernel(q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, rows, num_k, block_n):
+    """One (query tile, head, batch) of a decode step over K retrieved chunks.
+
+    Refs: q/out (N, d); keys/values (K, S, d); w (K,).
+    """
+    n0 = pl.program_id(0) * block_n
+    mask_N = row_mask(n0, block_n, rows)
+    q_Nxd = plt.load(q_ref.at[pl.ds(n0, block_n), :], mask=mask_N[:, None], other=0.0)
+    qk_scale = scale * LOG2_E
+
+    def one_chunk(k, acc_Nxd):
+        k_Sxd = keys_ref[k, :, :]
+        v_Sxd = values_ref[k, :, :]
+        s_NxS = dot(q_Nxd, k_Sxd, trans_b=True) * qk_scale
+        m_N = jnp.max(s_NxS, axis=1)
+        p_NxS = jnp.exp2(s_NxS - m_N[:, None])
+        l_N = jnp.sum(p_NxS, axis=1)
+        o_Nxd = dot(p_NxS.astype(v_Sxd.dtype), v_Sxd)
+        return acc_Nxd + o_Nxd * (w_ref[k].astype(jnp.float32) / l_N)[:, None]
+
+    acc_Nxd = jax.lax.fori_loop(
+        0, num_k, one_chunk, jnp.zeros((block_n, q_Nxd.shape[1]), jnp.float32)
+    )
+    plt.store(
+        out_ref.at[pl.ds(n0, block_n), :], acc_Nxd.astype(out_ref.dtype), mask=mask_N[:, None]
+    )
+
+
+def gca_decode_pallas(
+    q_BxNxHxd,
+    keys_BxKxSxHkvxd,
+    values_BxKxSxHkvxd,
+    w_BxK,
+    *,
+    scale: float,
+    interpret: bool,
+    config: GcaBlockConfig | None = None,
+):
+    """GCA decode step through the Pallas kernel (inputs validated by kernels.gca.gca_decode)."""
+    b, n, h, d = q_BxNxHxd.shape
+    k, s, hkv = keys_BxKxSxHkvxd.shape[1:4]
+    group = h // hkv
+    if config is None:
+        config = GcaBlockConfig(block_n_decode=max(16, min(64, pl.next_power_of_2(n))))
+    bn = config.block_n_decode
+    kernel = functools.partial(_gca_decode_kernel, scale=float(scale), rows=n, num_k=k, block_n=bn)
+    q_spec = pl.BlockSpec((None, n, None, d), lambda i, hh, bb: (bb, 0, hh, 0))
+    mem_spec = pl.BlockSpec((None, k, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
+    return pl.pallas_call(
+        kernel,
+        grid=(pl.cdiv(n, bn), h, b),
+        in_specs=[q_spec, mem_spec, mem_spec, pl.BlockSpec((None, k), lambda i, hh, bb: (bb, 0))],
+        out_specs=q_spec,
+        out_shape=jax.ShapeDtypeStruct(q_BxNxHxd.shape, q_BxNxHxd.dtype),
+        compiler_params=plt.CompilerParams(
+            num_warps=config.num_warps, num_stages=config.num_stages
+        ),
+        interpret=bool(interpret),
+        name="gca_decode",
+    )(q_BxNxHxd, keys_BxKxSxHkvxd, values_BxKxSxHkvxd, w_BxK)

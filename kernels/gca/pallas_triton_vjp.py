@@ -1,0 +1,256 @@
+"""Backward of the GCA Pallas-Triton kernels: dq (+ delta), dK/dV over memory rows, dw.
+
+Maths (seed-spec §2.3), per query chunk c, retrieved slot k (memory row e = idx[c, k]) and head:
+
+    P_k = exp2(s_k * log2(e) - lse2_k)           probabilities recomputed from the saved LSE
+    O_k = P_k V_e                                 unweighted per-chunk output (recomputed)
+    delta_k[t] = <dO_t, O_k[t]>                   so dw_k = sum over heads and rows of delta_k
+    dS_k = w_k P_k * (dO V_e^T - delta_k)
+    dq = scale * sum_k dS_k K_e
+    dK_e += scale * dS_k^T q,  dV_e += w_k P_k^T dO   over every (c, k) with idx[c, k] = e
+
+The dq kernel runs over query tiles, like the forward, and writes dq and delta. The dK/dV kernel
+runs over (memory row, slot tile, kv head, batch) and walks the (c, k) pairs that retrieved its
+row, found through an inverse index built in XLA (stable argsort of the flattened idx). Pairs with
+w = 0 are sorted past the last row and never visited: they add exactly nothing to dK/dV, and this
+keeps padding slots (often all pointing at row 0) from piling onto one program. The walk order is
+fixed by the stable sort, so dK/dV are bitwise reproducible (no atomics). Nothing of size
+(B, C, K, S, H, d) is ever built.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, row_mask
+
+
+def inverse_index(
+    idx_BxCxK: jax.Array, w_BxCxK: jax.Array, num_rows: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """For each memory row, the (c, k) pairs that retrieved it with a nonzero weight.
+
+    Worked example (B = 1, K = 2, E = 3): idx = [[0, 2], [2, 2]], w all nonzero. The flattened
+    pairs n = c * K + k have keys [0, 2, 2, 2]; the stable order is [0, 1, 2, 3]; row 0 owns
+    order[0:1] (pair 0), row 1 owns nothing, row 2 owns order[1:4] (pairs 1, 2, 3).
+
+    Args:
+      idx_BxCxK: int32 retrieved rows.
+      w_BxCxK: retrieval weights; pairs with w == 0 are left out.
+      num_rows: E, the number of memory rows.
+
+    Returns:
+      order_BxN (N = C * K) int32 pair ids sorted by row, and start_BxE / end_BxE int32: row e
+      owns order[start[e]:end[e]].
+    """
+    b, c, k = idx_BxCxK.shape
+    key_BxN = jnp.where(w_BxCxK != 0, idx_BxCxK, num_rows).reshape(b, c * k)
+    order_BxN = jnp.argsort(key_BxN, axis=1, stable=True).astype(jnp.int32)
+    sorted_BxN = jnp.take_along_axis(key_BxN, order_BxN, axis=1)
+    rows = jnp.arange(num_rows + 1, dtype=jnp.int32)
+    bounds_BxE1 = jax.vmap(lambda keys_N: jnp.searchsorted(keys_N, rows, side="left"))(sorted_BxN)
+    bounds_BxE1 = bounds_BxE1.astype(jnp.int32)
+    return order_BxN, bounds_BxE1[:, :-1], bounds_BxE1[:, 1:]
+
+
+def _gca_bwd_dq_kernel(
+    q_ref,
+    keys_ref,
+    values_ref,
+    idx_ref,
+    w_ref,
+    lse_ref,
+    do_ref,
+    dq_ref,
+    delta_ref,
+    *,
+    scale,
+    rows,
+    num_k,
+    block_q,
+    num_q_blocks,
+):
+    """One (query chunk, query tile, head, batch): dq and delta over the K retrieved chunks.
+
+    Refs: q/do/dq (P, d); keys/values (E, S, d); idx/w (K,); lse/delta (K, P_pad).
+    """
+    q0 = (pl.program_id(0) % num_q_blocks) * block_q
+    mask_Q = row_mask(q0, block_q, rows)
+    q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
+    do_Qxd = plt.load(do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
+    qk_scale = scale * LOG2_E
+
+    def one_chunk(k, dq_Qxd):
+        e = idx_ref[k]
+        k_Sxd = keys_ref[e, :, :]
+        v_Sxd = values_ref[e, :, :]
+        lse_Q = lse_ref[k, pl.ds(q0, block_q)]
+        p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
+        o_Qxd = dot(p_QxS.astype(v_Sxd.dtype), v_Sxd)
+        delta_Q = jnp.sum(o_Qxd * do_Qxd.astype(jnp.float32), axis=1)
+        delta_ref[k, pl.ds(q0, block_q)] = delta_Q
+        dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
+        ds_QxS = (w_ref[k].astype(jnp.float32) * p_QxS) * (dp_QxS - delta_Q[:, None])
+        return dq_Qxd + dot(ds_QxS.astype(k_Sxd.dtype), k_Sxd)
+
+    dq_Qxd = jax.lax.fori_loop(
+        0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+    )
+    plt.store(
+        dq_ref.at[pl.ds(q0, block_q), :],
+        (dq_Qxd * scale).astype(dq_ref.dtype),
+        mask=mask_Q[:, None],
+    )
+
+
+def _gca_bwd_dkv_kernel(
+    q_ref,
+    do_ref,
+    keys_ref,
+    values_ref,
+    w_ref,
+    lse_ref,
+    delta_ref,
+    order_ref,
+    start_ref,
+    end_ref,
+    dk_ref,
+    dv_ref,
+    *,
+    scale,
+    rows,
+    num_k,
+    group,
+    block_q,
+    num_q_blocks,
+    block_s,
+    num_s_blocks,
+):
+    """One (memory row, slot tile, kv head, batch): dK/dV over the pairs that retrieved the row.
+
+    Refs: q/do (C, P, H, d) of this batch; keys/values/dk/dv (S, d) of this row and kv head;
+    w (C, K); lse/delta (C, H, K, P_pad); order (C*K,); start/end (E,).
+    """
+    row = pl.program_id(0) // num_s_blocks
+    s0 = (pl.program_id(0) % num_s_blocks) * block_s
+    kv_head = pl.program_id(1)
+    k_Sxd = keys_ref[pl.ds(s0, block_s), :]
+    v_Sxd = values_ref[pl.ds(s0, block_s), :]
+    qk_scale = scale * LOG2_E
+
+    def one_pair(j, carry):
+        pair = order_ref[j]
+        c = jax.lax.div(pair, num_k)
+        k = jax.lax.rem(pair, num_k)
+        w = w_ref[c, k].astype(jnp.float32)
+
+        def one_tile(t, carry):
+            dk_Sxd, dv_Sxd = carry
+            head = kv_head * group + jax.lax.div(t, num_q_blocks)
+            q0 = jax.lax.rem(t, num_q_blocks) * block_q
+            mask_Q = row_mask(q0, block_q, rows)[:, None]
+            q_Qxd = plt.load(q_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
+            do_Qxd = plt.load(do_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
+            lse_Q = lse_ref[c, head, k, pl.ds(q0, block_q)]
+            delta_Q = delta_ref[c, head, k, pl.ds(q0, block_q)]
+            p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
+            dv_Sxd = dv_Sxd + dot((w * p_QxS).astype(do_Qxd.dtype), do_Qxd, trans_a=True)
+            dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
+            ds_QxS = (w * p_QxS) * (dp_QxS - delta_Q[:, None])
+            dk_Sxd = dk_Sxd + dot(ds_QxS.astype(q_Qxd.dtype), q_Qxd, trans_a=True)
+            return dk_Sxd, dv_Sxd
+
+        return jax.lax.fori_loop(0, group * num_q_blocks, one_tile, carry)
+
+    zeros_Sxd = jnp.zeros((block_s, k_Sxd.shape[1]), jnp.float32)
+    dk_Sxd, dv_Sxd = jax.lax.fori_loop(
+        start_ref[row], end_ref[row], one_pair, (zeros_Sxd, zeros_Sxd)
+    )
+    dk_ref[pl.ds(s0, block_s), :] = (dk_Sxd * scale).astype(dk_ref.dtype)
+    dv_ref[pl.ds(s0, block_s), :] = dv_Sxd.astype(dv_ref.dtype)
+
+
+def gca_backward(
+    q, keys, values, idx, w, lse2, dout, *, scale, config: GcaBlockConfig, interpret: bool
+):
+    """Gradients (dq, dkeys, dvalues, dw) of GCA from the forward's base-2 log-sum-exp."""
+    b, c, p, h, d = q.shape
+    e, s, hkv = keys.shape[1:4]
+    k = idx.shape[2]
+    group = h // hkv
+    bq = config.block_q
+    nq = pl.cdiv(p, bq)
+    p_pad = lse2.shape[-1]
+    assert p_pad == nq * bq, (p_pad, nq, bq)
+    params = plt.CompilerParams(num_warps=config.num_warps_bwd, num_stages=config.num_stages_bwd)
+
+    q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nq, 0, hh, 0))
+    mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
+    ck_spec = pl.BlockSpec((None, None, k), lambda i, hh, bb: (bb, i // nq, 0))
+    lse_spec = pl.BlockSpec((None, None, None, k, p_pad), lambda i, hh, bb: (bb, i // nq, hh, 0, 0))
+    dq, delta = pl.pallas_call(
+        functools.partial(
+            _gca_bwd_dq_kernel, scale=scale, rows=p, num_k=k, block_q=bq, num_q_blocks=nq
+        ),
+        grid=(c * nq, h, b),
+        in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec, lse_spec, q_spec],
+        out_specs=[q_spec, lse_spec],
+        out_shape=[
+            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct(lse2.shape, jnp.float32),
+        ],
+        compiler_params=params,
+        interpret=interpret,
+        name="gca_bwd_dq",
+    )(q, keys, values, idx, w, lse2, dout)
+
+    order, start, end = inverse_index(idx, w, e)
+    bq_kv = config.block_q_dkv
+    nq_kv = pl.cdiv(p, bq_kv)
+    assert nq_kv * bq_kv <= p_pad, (p_pad, bq_kv)
+    bs = config.block_s_dkv
+    ns = s // bs
+    batch_spec5 = pl.BlockSpec((None, c, p, h, d), lambda i, hh, bb: (bb, 0, 0, 0, 0))
+    row_spec = pl.BlockSpec((None, None, s, None, d), lambda i, hh, bb: (bb, i // ns, 0, hh, 0))
+    res_spec = pl.BlockSpec((None, c, h, k, p_pad), lambda i, hh, bb: (bb, 0, 0, 0, 0))
+    dkeys, dvalues = pl.pallas_call(
+        functools.partial(
+            _gca_bwd_dkv_kernel,
+            scale=scale,
+            rows=p,
+            num_k=k,
+            group=group,
+            block_q=bq_kv,
+            num_q_blocks=nq_kv,
+            block_s=bs,
+            num_s_blocks=ns,
+        ),
+        grid=(e * ns, hkv, b),  # Memory rows fastest: concurrent programs share q/dO of a batch.
+        in_specs=[
+            batch_spec5,
+            batch_spec5,
+            row_spec,
+            row_spec,
+            pl.BlockSpec((None, c, k), lambda i, hh, bb: (bb, 0, 0)),
+            res_spec,
+            res_spec,
+            pl.BlockSpec((None, c * k), lambda i, hh, bb: (bb, 0)),
+            pl.BlockSpec((None, e), lambda i, hh, bb: (bb, 0)),
+            pl.BlockSpec((None, e), lambda i, hh, bb: (bb, 0)),
+        ],
+        out_specs=[row_spec, row_spec],
+        out_shape=[
+            jax.ShapeDtypeStruct(keys.shape, keys.dtype),
+            jax.ShapeDtypeStruct(values.shape, values.dtype),
+        ],
+        compiler_params=params,
+        interpret=interpret,
+        name="gca_bwd_dkv",
+    )(q, dout, keys, values, w, lse2, delta, order, start, end)
+
+    # dw_k = sum over heads and rows of delta_k (padded rows hold delta = 0: dO is masked to 0).
+    dw = jnp.sum(delta, axis=(2, 4)).astype(w.dtype)
+    return dq, dkeys, dvalues, dw
