@@ -93,8 +93,6 @@ def sliding_window_attention(
         reasons.append(f"dtype {q_BxTxHxd.dtype} not in {_PALLAS_DTYPES}")
     if d > _PALLAS_MAX_HEAD_DIM:
         reasons.append(f"head dim d={d} > {_PALLAS_MAX_HEAD_DIM}")
-    # TODO: remove once kernels/swa/pallas_triton.py lands (this commit ships the reference only).
-    reasons.append("the Pallas kernel is not written yet")
     chosen = resolve_backend(op, backend, pallas_supported=not reasons, reason="; ".join(reasons))
     if chosen == "xla":
         return sliding_window_attention_reference(
