@@ -54,6 +54,11 @@ class Tokenizer(Protocol):
         """JSON-able description compared between corpus, tokenizer and checkpoint."""
         ...
 
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Special ids (eot, pad, landmark, ...): never drawn as random passkey tokens."""
+        ...
+
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without any special token."""
         ...
@@ -90,6 +95,11 @@ class ByteTokenizer:
     def spec(self) -> str:
         """The string `load_tokenizer` accepts to rebuild this tokenizer."""
         return BYTES_SPEC
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids never produced by `encode`: eot, pad and landmark."""
+        return frozenset((self.eot_id, self.pad_id, self.landmark_id))
 
     def encode(self, text: str) -> list[int]:
         """See `Tokenizer.encode`."""
@@ -161,6 +171,11 @@ class HFTokenizer:
     def spec(self) -> str:
         """The string `load_tokenizer` accepts to rebuild this tokenizer."""
         return self.path
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of `<|endoftext|>` and the eight extra tokens (spec §5.2)."""
+        return self._special_ids
 
     def encode(self, text: str) -> list[int]:
         """See `Tokenizer.encode`."""
