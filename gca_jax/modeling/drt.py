@@ -113,10 +113,17 @@ class DRT(nnx.Module):
           tokens_BxT: raw token ids, T a multiple of S; negative ids are padding.
           gumbel_key: PRNG key for Gumbel-top-k selection (training); None = plain top-k.
         """
+        return self.hidden_from_embeddings(self.embed_chunks(tokens_BxT), gumbel_key=gumbel_key)
+
+    def hidden_from_embeddings(
+        self, h_BxLxD: jax.Array, *, gumbel_key: jax.Array | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``hidden_states`` from landmark-inserted embeddings (B, C*P, D)."""
         cfg = self.cfg
-        b, t = tokens_BxT.shape
-        c, p = t // cfg.chunk_len, cfg.slots_per_chunk
-        h_BxLxD = apply_stack(self.lower, self.embed_chunks(tokens_BxT), remat=cfg.remat)
+        b, l, _ = h_BxLxD.shape
+        p = cfg.slots_per_chunk
+        c = l // p
+        h_BxLxD = apply_stack(self.lower, h_BxLxD, remat=cfg.remat)
         memory = self.encode_chunks(h_BxLxD.reshape(b, c, p, -1))
         chunk_ids_C = jnp.arange(c)
         stats = {}
