@@ -77,6 +77,7 @@ class BlockConfig:
 
     @property
     def max_block(self) -> int:
+        """The largest block size (T is padded to a multiple of it)."""
         return max(getattr(self, f.name) for f in dataclasses.fields(self) if "block" in f.name)
 
     def clamped(self, t_pad: int) -> "BlockConfig":
@@ -138,10 +139,21 @@ def _three_loops(lo, b, c, hi, body, carry):
     return lax.fori_loop(c, hi, functools.partial(body, masked=True), carry)
 
 
-def _logits2(s, diff, slope2, c2, window, masked):
-    """Base-2 logits ``s * scale * log2(e) - slope * log2(e) * diff``, masked outside the band."""
-    s = s * c2 - slope2 * diff.astype(jnp.float32)
+def _logits2(s, q_pos, k_pos, slope2, c2, window, masked, keys_on_rows=False):
+    """Base-2 logits ``s * scale * log2(e) - slope * log2(e) * (i - j)``, masked outside the band.
+
+    ``q_pos``/``k_pos`` are int32 positions relative to the key block start (only differences
+    matter), so the bias is a row vector plus a column vector: two adds per logit, not a (T, T)
+    tensor, and no cancellation between large absolute positions.
+    """
+    q_bias = (-slope2) * q_pos.astype(jnp.float32)
+    k_bias = slope2 * k_pos.astype(jnp.float32)
+    if keys_on_rows:
+        s = s * c2 + k_bias[:, None] + q_bias[None, :]
+    else:
+        s = s * c2 + q_bias[:, None] + k_bias[None, :]
     if masked:
+        diff = q_pos[None, :] - k_pos[:, None] if keys_on_rows else q_pos[:, None] - k_pos[None, :]
         visible = diff >= 0
         if window >= 0:
             visible = visible & (diff <= window)
@@ -159,34 +171,31 @@ def _swa_fwd_kernel(
     c2 = scale * _LOG2E
     n_k = k_ref.shape[0] // block_k
     q = q_ref[...]
-    # Query-minus-key offsets inside a tile; the block offset is added per step.
-    d0_QxK = (
-        jnp.arange(block_q, dtype=jnp.int32)[:, None]
-        - jnp.arange(block_k, dtype=jnp.int32)[None, :]
-    )
+    q_iota = jnp.arange(block_q, dtype=jnp.int32)
+    k_pos = jnp.arange(block_k, dtype=jnp.int32)
 
     def body(j, carry, masked):
-        acc, m, l = carry
+        acc, m, row_sum = carry
         k_start = j * block_k
         k = k_ref[pl.ds(k_start, block_k), :]
         v = v_ref[pl.ds(k_start, block_k), :]
         s = plt.dot(q, k, trans_b=True, precision=precision)
-        s = _logits2(s, d0_QxK + (q_start - k_start), slope2, c2, window, masked)
+        s = _logits2(s, q_iota + (q_start - k_start), k_pos, slope2, c2, window, masked)
         m_new = jnp.maximum(m, jnp.max(s, axis=1))
         alpha = jnp.exp2(m - m_new)
         p = jnp.exp2(s - m_new[:, None])
-        l = l * alpha + jnp.sum(p, axis=1)
+        row_sum = row_sum * alpha + jnp.sum(p, axis=1)
         acc = acc * alpha[:, None] + plt.dot(p.astype(v.dtype), v, precision=precision)
-        return acc, m_new, l
+        return acc, m_new, row_sum
 
     acc = jnp.zeros(q.shape, jnp.float32)
     m = jnp.full((block_q,), _M_INIT, jnp.float32)
-    l = jnp.zeros((block_q,), jnp.float32)
+    row_sum = jnp.zeros((block_q,), jnp.float32)
     lo, b, c, hi = _band(q_start, block_q, block_k, window, n_k, rows_are_q=True)
-    acc, m, l = _three_loops(lo, b, c, hi, body, (acc, m, l))
-    # Every row sees at least itself, so l >= 1.
-    lse_ref[...] = m + jnp.log2(l)
-    o_ref[...] = (acc / l[:, None]).astype(o_ref.dtype)
+    acc, m, row_sum = _three_loops(lo, b, c, hi, body, (acc, m, row_sum))
+    # Every row sees at least itself, so row_sum >= 1.
+    lse_ref[...] = m + jnp.log2(row_sum)
+    o_ref[...] = (acc / row_sum[:, None]).astype(o_ref.dtype)
 
 
 def _swa_bwd_dq_kernel(
@@ -204,7 +213,7 @@ def _swa_bwd_dq_kernel(
     block_k,
     precision,
 ):
-    """dq for one query block: recompute p from lse, loop over the key band."""
+    """Computes dq for one query block: recompute p from lse, loop over the key band."""
     block_q = q_ref.shape[0]
     q_start = pl.program_id(0) * block_q
     slope2 = slopes_ref[pl.program_id(2)] * _LOG2E
@@ -214,17 +223,15 @@ def _swa_bwd_dq_kernel(
     do = do_ref[...]
     lse = lse_ref[...]
     delta = delta_ref[...]
-    d0_QxK = (
-        jnp.arange(block_q, dtype=jnp.int32)[:, None]
-        - jnp.arange(block_k, dtype=jnp.int32)[None, :]
-    )
+    q_iota = jnp.arange(block_q, dtype=jnp.int32)
+    k_pos = jnp.arange(block_k, dtype=jnp.int32)
 
     def body(j, dq, masked):
         k_start = j * block_k
         k = k_ref[pl.ds(k_start, block_k), :]
         v = v_ref[pl.ds(k_start, block_k), :]
         s = plt.dot(q, k, trans_b=True, precision=precision)
-        s = _logits2(s, d0_QxK + (q_start - k_start), slope2, c2, window, masked)
+        s = _logits2(s, q_iota + (q_start - k_start), k_pos, slope2, c2, window, masked)
         p = jnp.exp2(s - lse[:, None])
         dp = plt.dot(do, v, trans_b=True, precision=precision)
         ds = p * (dp - delta[:, None])
@@ -252,7 +259,7 @@ def _swa_bwd_dkv_kernel(
     group,
     precision,
 ):
-    """dk, dv for one key block of one kv head: loop over the group's heads and the query band."""
+    """Computes dk, dv for one key block of one kv head, looping over its query heads and band."""
     block_k = k_ref.shape[0]
     k_start = pl.program_id(0) * block_k
     h0 = pl.program_id(2) * group
@@ -260,11 +267,9 @@ def _swa_bwd_dkv_kernel(
     n_q = q_ref.shape[0] // block_q
     k = k_ref[...]
     v = v_ref[...]
-    # Transposed tiles (keys on rows): query-minus-key offsets.
-    d0_KxQ = (
-        jnp.arange(block_q, dtype=jnp.int32)[None, :]
-        - jnp.arange(block_k, dtype=jnp.int32)[:, None]
-    )
+    # Transposed tiles: keys on rows, queries on columns.
+    q_iota = jnp.arange(block_q, dtype=jnp.int32)
+    k_pos = jnp.arange(block_k, dtype=jnp.int32)
     lo, b, c, hi = _band(k_start, block_k, block_q, window, n_q, rows_are_q=False)
 
     def one_head(g, carry):
@@ -278,7 +283,8 @@ def _swa_bwd_dkv_kernel(
             lse = lse_ref[g, pl.ds(q_start, block_q)]
             delta = delta_ref[g, pl.ds(q_start, block_q)]
             s = plt.dot(k, q, trans_b=True, precision=precision)
-            s = _logits2(s, d0_KxQ + (q_start - k_start), slope2, c2, window, masked)
+            q_pos = q_iota + (q_start - k_start)
+            s = _logits2(s, q_pos, k_pos, slope2, c2, window, masked, keys_on_rows=True)
             p = jnp.exp2(s - lse[None, :])
             dv = dv + plt.dot(p.astype(do.dtype), do, precision=precision)
             dp = plt.dot(v, do, trans_b=True, precision=precision)
