@@ -84,7 +84,7 @@ class TokenStream:
         return out
 
 
-class _RandomWindows:
+class RandomWindows:
     """Random-access source of training windows: sample i depends only on (seed, i)."""
 
     def __init__(self, stream: TokenStream, seq_len: int, seed: int, align_to_doc_start: bool):
@@ -174,7 +174,23 @@ def make_train_dataset(
         raise ValueError(
             f"corpus {os.fspath(corpus_dir)!r} has num_tokens={stream.num_tokens} < {seq_len=}"
         )
-    source = _RandomWindows(stream, seq_len, seed, align_to_doc_start)
+    source = RandomWindows(stream, seq_len, seed, align_to_doc_start)
+    return batched_stream(
+        source,
+        batch_size=batch_size,
+        process_index=process_index,
+        process_count=process_count,
+        num_workers=num_workers,
+        num_threads=num_threads,
+    )
+
+
+def batched_stream(
+    source, *, batch_size, process_index, process_count, num_workers, num_threads
+) -> grain.IterDataset:
+    """Shard a random-access source by process, batch it, and read it with threads or workers."""
+    _check_positive(batch_size=batch_size, num_threads=num_threads)
+    _check_process(process_index, process_count)
     ds = grain.MapDataset.source(source)[process_index::process_count]
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4))
