@@ -6,6 +6,8 @@ tensorflow-datasets is only imported by `gca_jax.data.tfds_source` when a tfds s
 
 from gca_jax.data.builtin import builtin_documents, prepare_builtin_corpus
 from gca_jax.data.manifest import check_tokenizer_matches, read_manifest
+from gca_jax.data.mix import make_niah_mix_dataset
+from gca_jax.data.niah import NiahSource, NiahTemplates, is_hit, make_niah_dataset, make_niah_sample
 from gca_jax.data.pipeline import TokenStream, make_eval_dataset, make_train_dataset
 from gca_jax.data.prepare import prepare_corpus
 from gca_jax.data.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
@@ -13,12 +15,18 @@ from gca_jax.data.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_t
 __all__ = [
     "ByteTokenizer",
     "HFTokenizer",
+    "NiahSource",
+    "NiahTemplates",
     "TokenStream",
     "Tokenizer",
     "builtin_documents",
     "check_tokenizer_matches",
+    "is_hit",
     "load_tokenizer",
     "make_eval_dataset",
+    "make_niah_dataset",
+    "make_niah_mix_dataset",
+    "make_niah_sample",
     "make_train_dataset",
     "prepare_builtin_corpus",
     "prepare_corpus",
