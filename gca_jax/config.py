@@ -195,6 +195,7 @@ class TrainConfig:
     save_every: int = 5000  # checkpoint interval in steps
     keep_checkpoints: int = 2  # most recent checkpoints kept
     eval_every: int = 5000  # periodic evaluation interval; 0 = never
+    max_consecutive_skips: int = 10  # raise FloatingPointError after this many non-finite steps
 
     def __post_init__(self):
         _check(self, "train.steps", self.steps >= 1, "must be >= 1")
@@ -208,7 +209,7 @@ class TrainConfig:
         )
         _check(self, "train.grad_accum", self.grad_accum >= 1, "must be >= 1")
         _check(self, "train.clip_norm", self.clip_norm > 0, "must be > 0")
-        for key in ("log_every", "save_every", "keep_checkpoints"):
+        for key in ("log_every", "save_every", "keep_checkpoints", "max_consecutive_skips"):
             _check(self, f"train.{key}", getattr(self, key) >= 1, "must be >= 1")
         _check(self, "train.eval_every", self.eval_every >= 0, "must be >= 0")
 

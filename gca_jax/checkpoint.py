@@ -1,0 +1,162 @@
+"""Orbax checkpoints of a training run: train state + grain iterator state + resolved config.
+
+Layout: ``<dir>/<step>/{state, data, config}``; ``state`` is the sharded TrainState pytree,
+``data`` the grain iterator state (JSON), ``config`` the resolved Config (JSON). Saves are
+asynchronous (the device->host copy blocks, the writes do not); Orbax writes into a temporary
+directory and renames it when complete, so a save cut short by a crash leaves no step directory
+(and its temporary directory is removed on the next start).
+
+Restore reads into an abstract, sharded target. If the latest checkpoint cannot be read (damaged
+files), restore logs a warning naming it and falls back to the previous one.
+"""
+
+import json
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+logger = logging.getLogger(__name__)
+
+# What a damaged checkpoint raises on read: missing/truncated files (OSError, FileNotFoundError),
+# undecodable JSON or metadata (ValueError, incl. json.JSONDecodeError), tensorstore read errors
+# (ValueError), a pytree that does not match the target (KeyError, ValueError, TypeError).
+RESTORE_ERRORS = (OSError, ValueError, KeyError, TypeError)
+
+
+class DamagedCheckpointError(RuntimeError):
+    """No checkpoint in the directory could be restored."""
+
+
+def _check_like(restored: Any, target: Any, step: int) -> None:
+    """Structure, shape and dtype of a restored pytree must equal the target's."""
+    if jax.tree.structure(restored) != jax.tree.structure(target):
+        raise ValueError(f"checkpoint step {step}: tree structure differs from the train state")
+    for r, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True):
+        if r.shape != t.shape or r.dtype != t.dtype:
+            raise ValueError(
+                f"checkpoint step {step}: leaf {r.shape} {r.dtype} != expected {t.shape} {t.dtype}"
+            )
+
+
+class Checkpointer:
+    """Saves and restores (state, data iterator, config) with a keep-latest-N policy.
+
+    Args:
+      directory: checkpoint root, created if missing.
+      keep: number of most recent checkpoints kept.
+      use_async: write files in a background thread.
+    """
+
+    def __init__(self, directory: str, *, keep: int, use_async: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=use_async,
+        )
+        self._mngr = ocp.CheckpointManager(
+            self.directory, item_names=("state", "data", "config"), options=options
+        )
+
+    def all_steps(self) -> list[int]:
+        """Steps of the complete (finalised) checkpoints, ascending."""
+        return sorted(self._mngr.all_steps())
+
+    def save(self, step: int, state: Any, data_iter: Any, config: dict) -> None:
+        """Starts an asynchronous save of ``step`` (returns once arrays are copied to host)."""
+        items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config))
+        if data_iter is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        self._mngr.save(step, args=ocp.args.Composite(**items), force=True)
+        logger.info("checkpoint: saving step %d to %s", step, self.directory)
+
+    def restore_latest(self, abstract_state: Any, data_iter: Any) -> tuple[int, Any] | None:
+        """Restores the newest readable checkpoint into the abstract sharded target.
+
+        The data iterator (if given) is set to the saved position in place.
+
+        Returns:
+          (step, state), or None when the directory holds no checkpoint.
+
+        Raises:
+          DamagedCheckpointError: checkpoints exist but none could be read.
+        """
+        steps = self.all_steps()
+        for step in reversed(steps):
+            items = dict(state=ocp.args.StandardRestore(abstract_state))
+            if data_iter is not None:
+                items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+            try:
+                restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
+                _check_like(restored["state"], abstract_state, step)
+            except RESTORE_ERRORS as e:
+                older = [s for s in steps if s < step]
+                logger.warning(
+                    "checkpoint at step %d in %s is damaged or unreadable (%s: %s); falling back "
+                    "to %s",
+                    step,
+                    self.directory,
+                    type(e).__name__,
+                    str(e)[:300],
+                    f"step {older[-1]}" if older else "a fresh start (none older)",
+                )
+                continue
+            logger.info("checkpoint: restored step %d from %s", step, self.directory)
+            return step, restored["state"]
+        if steps:
+            raise DamagedCheckpointError(
+                f"none of the checkpoints {steps} in {self.directory} could be restored; move the "
+                "directory away or pass --fresh to start over"
+            )
+        return None
+
+    def wait(self) -> None:
+        """Blocks until pending saves are written."""
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the manager."""
+        self._mngr.wait_until_finished()
+        self._mngr.close()
+
+
+def resolve_step_dir(path: str) -> str:
+    """A checkpoint step directory from a step dir, a checkpoint root or a run output dir.
+
+    Raises:
+      FileNotFoundError: nothing restorable at ``path``.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "state")):
+        return path
+    for root in (path, os.path.join(path, "checkpoints")):
+        if os.path.isdir(root):
+            steps = [int(n) for n in os.listdir(root) if n.isdigit()]
+            steps = [s for s in steps if os.path.isdir(os.path.join(root, str(s), "state"))]
+            if steps:
+                return os.path.join(root, str(max(steps)))
+    raise FileNotFoundError(
+        f"--init_from {path}: no checkpoint found (expected <dir>/<step>/state, a checkpoint "
+        "root or a run output directory)"
+    )
+
+
+def restore_params(path: str, abstract_state: Any) -> Any:
+    """Weights only (for fine-tuning): restores the state at ``path`` and returns its params."""
+    step_dir = resolve_step_dir(path)
+    with ocp.StandardCheckpointer() as ckptr:
+        state = ckptr.restore(os.path.join(step_dir, "state"), abstract_state)
+    _check_like(state.params, abstract_state.params, -1)
+    logger.info("initialised parameters from %s", step_dir)
+    return state.params
+
+
+def read_config(step_dir: str) -> dict:
+    """The resolved config saved with a checkpoint step."""
+    with open(os.path.join(step_dir, "config", "metadata")) as f:
+        return json.load(f)

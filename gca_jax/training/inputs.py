@@ -1,0 +1,82 @@
+"""Training and evaluation inputs: corpus resolution (built-in demo corpus), grain iterators."""
+
+import logging
+import os
+
+import jax
+
+from gca_jax.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_corpora(cfg: Config, work_dir: str) -> tuple[str, str | None]:
+    """(train corpus dir, eval corpus dir or None).
+
+    With ``data.corpus_dir: null`` the built-in corpus (gca_jax.data.builtin) is prepared into
+    ``<work_dir>/builtin_corpus/{train,validation}`` (resumable, so a restart reuses it) and its
+    validation split is the eval corpus unless ``data.eval_corpus_dir`` is set.
+
+    Raises:
+      ValueError: a corpus prepared with a different tokenizer than ``data.tokenizer``.
+    """
+    from gca_jax.data import check_tokenizer_matches, load_tokenizer, prepare_builtin_corpus
+
+    train_dir, eval_dir = cfg.data.corpus_dir, cfg.data.eval_corpus_dir
+    if train_dir is None:
+        root = os.path.join(work_dir, "builtin_corpus")
+        train_dir = os.path.join(root, "train")
+        prepare_builtin_corpus(train_dir, cfg.data.tokenizer, split="train")
+        if eval_dir is None:
+            eval_dir = os.path.join(root, "validation")
+            prepare_builtin_corpus(eval_dir, cfg.data.tokenizer, split="validation")
+    identity = load_tokenizer(cfg.data.tokenizer).identity
+    for corpus in (train_dir, eval_dir):
+        if corpus is not None:
+            check_tokenizer_matches(corpus, identity)
+    return train_dir, eval_dir
+
+
+def local_batch_size(global_batch: int) -> int:
+    """This process's share of the global batch.
+
+    Raises:
+      ValueError: the batch does not split evenly over processes.
+    """
+    n = jax.process_count()
+    if global_batch % n:
+        raise ValueError(f"data.batch_size={global_batch} must be divisible by {n} processes")
+    return global_batch // n
+
+
+def train_iterator(cfg: Config, corpus_dir: str):
+    """Checkpointable grain iterator of this process's ``{"tokens": int32 (B_local, T)}``."""
+    from gca_jax.data import make_train_dataset
+
+    ds = make_train_dataset(
+        corpus_dir,
+        seq_len=cfg.data.seq_len,
+        batch_size=local_batch_size(cfg.data.batch_size),
+        seed=cfg.data.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        align_to_doc_start=cfg.data.align_to_doc_start,
+        num_workers=cfg.data.num_workers,
+    )
+    return iter(ds)
+
+
+def eval_batches(cfg: Config, corpus_dir: str):
+    """The first ``eval.batches`` full batches of consecutive eval windows (local slices)."""
+    from gca_jax.data import make_eval_dataset
+
+    local = local_batch_size(cfg.data.batch_size)
+    return make_eval_dataset(
+        corpus_dir,
+        seq_len=cfg.data.seq_len,
+        batch_size=local,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        max_windows=cfg.eval.batches * cfg.data.batch_size,
+        drop_remainder=True,
+    )

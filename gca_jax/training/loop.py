@@ -1,0 +1,245 @@
+"""The training loop: init or resume, dispatch steps, checkpoint, log, evaluate.
+
+The loop dispatches step n before it reads step n-1's metrics to the host, so host-side work
+(logging, NaN checks, the next batch) overlaps device work. Checkpoints are saved with the grain
+iterator state at the same step; restarting the same command resumes from the newest readable
+checkpoint and replays exactly the batches and Gumbel noise of an uninterrupted run.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from gca_jax import checkpoint as ckpt_lib
+from gca_jax import sharding as shard_lib
+from gca_jax.config import Config
+from gca_jax.training import inputs
+from gca_jax.training.evaluation import Evaluator, best_value
+from gca_jax.training.metrics import MetricsWriter, flops_per_token, peak_flops
+from gca_jax.training.optimizer import lr_schedule, make_optimizer
+from gca_jax.training.state import TrainState, abstract_state, init_state
+from gca_jax.training.step import make_train_step
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, dict[str, float] | None], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Where and how to run (the CLI flags besides the config)."""
+
+    output_dir: str
+    fresh: bool = False  # delete existing checkpoints and metrics first
+    init_from: str | None = None  # checkpoint to take the initial weights from (fine-tuning)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run hands back."""
+
+    state: TrainState
+    last_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+
+
+def log_startup(cfg: Config, mesh) -> None:
+    """Logs versions, devices, mesh, seed and the resolved config."""
+    import flax
+
+    logger.info(
+        "jax %s, flax %s, backend %s", jax.__version__, flax.__version__, jax.default_backend()
+    )
+    logger.info(
+        "process %d/%d, %d devices: %s",
+        jax.process_index(),
+        jax.process_count(),
+        jax.device_count(),
+        sorted({d.device_kind for d in jax.devices()}),
+    )
+    logger.info("mesh %s, seed %d", dict(mesh.shape), cfg.train.seed)
+    logger.info("config %s", json.dumps(cfg.to_dict(), sort_keys=True))
+
+
+def _host_scalars(metrics: dict[str, jax.Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+class Trainer:
+    """One training run of ``cfg`` in ``opts.output_dir``.
+
+    Args:
+      cfg: the resolved config.
+      opts: output directory, --fresh and --init_from.
+      mesh: the device mesh (default: from ``cfg.mesh`` over all devices).
+    """
+
+    def __init__(self, cfg: Config, opts: RunOptions, mesh=None):
+        self.cfg, self.opts = cfg, opts
+        self.mesh = shard_lib.make_mesh(cfg.mesh) if mesh is None else mesh
+        self.is_main = jax.process_index() == 0
+        ckpt_dir = os.path.join(opts.output_dir, "checkpoints")
+        if opts.fresh and self.is_main:
+            for path in (ckpt_dir, os.path.join(opts.output_dir, "best")):
+                shutil.rmtree(path, ignore_errors=True)
+            for name in ("metrics.jsonl", "tensorboard"):
+                path = os.path.join(opts.output_dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+        self.tx = make_optimizer(cfg.train)
+        self.schedule = lr_schedule(cfg.train)
+        self.ckpt = ckpt_lib.Checkpointer(ckpt_dir, keep=cfg.train.keep_checkpoints)
+        self.writer = MetricsWriter(opts.output_dir, enabled=self.is_main)
+        self.tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
+        peak = peak_flops(jax.devices()[0])
+        self.peak_total = None if peak is None else peak * jax.device_count()
+        self.flops_per_token = flops_per_token(cfg.model, cfg.data.seq_len)
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def _init_or_restore(self, data_iter) -> TrainState:
+        cfg = self.cfg
+        self.mdef, abstract, self.shardings = abstract_state(
+            cfg.model, cfg.train.seed, self.tx, self.mesh
+        )
+        restored = self.ckpt.restore_latest(abstract, data_iter)
+        if restored is not None:
+            logger.info("resuming from step %d", restored[0])
+            return restored[1]
+        _, state, _ = init_state(cfg.model, cfg.train.seed, self.tx, self.mesh)
+        if self.opts.init_from:
+            state = state.replace(params=ckpt_lib.restore_params(self.opts.init_from, abstract))
+        return state
+
+    def _save_best(self, step: int, state: TrainState, value: float) -> None:
+        best_dir = os.path.join(self.opts.output_dir, "best")
+        record = os.path.join(best_dir, "best.json")
+        if os.path.exists(record):
+            with open(record) as f:
+                if json.load(f)["value"] <= value:
+                    return
+        ckptr = ckpt_lib.Checkpointer(best_dir, keep=1, use_async=False)
+        ckptr.save(step, state, None, self.cfg.to_dict())
+        ckptr.close()
+        if self.is_main:
+            with open(record, "w") as f:
+                json.dump({"step": step, "value": value}, f)
+        logger.info("best checkpoint: step %d (value %.4f)", step, value)
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def run(self, progress: ProgressFn | None = None) -> TrainResult:
+        """Trains to ``train.steps`` (resuming if checkpoints exist) and returns the final state."""
+        cfg, tcfg = self.cfg, self.cfg.train
+        train_dir, eval_dir = inputs.resolve_corpora(cfg, self.opts.output_dir)
+        data_iter = inputs.train_iterator(cfg, train_dir)
+        log_startup(cfg, self.mesh)
+        state = self._init_or_restore(data_iter)
+        start = int(state.step)
+        evaluator = Evaluator(cfg, self.mdef, self.shardings.params, self.mesh, eval_dir)
+        batch_sh = {"tokens": shard_lib.batch_sharding(self.mesh)}
+        step_fn = jax.jit(
+            make_train_step(self.mdef, self.tx, self.schedule, tcfg),
+            in_shardings=(self.shardings, batch_sh),
+            out_shardings=(self.shardings, None),
+            donate_argnames=("state",),
+        )
+        self._clock = (time.perf_counter(), start)
+        self._skips_in_row = 0
+        pending, last, evals = None, {}, {}
+        with jax.set_mesh(self.mesh):
+            for step in range(start, tcfg.steps):
+                batch = shard_lib.global_batch(next(data_iter), self.mesh)
+                state, metrics = step_fn(state, batch)
+                if pending is not None:
+                    last = self._report(*pending, progress) or last
+                pending = (step + 1, metrics)
+                done = step + 1
+                if done % tcfg.save_every == 0 or done == tcfg.steps:
+                    self.ckpt.save(done, state, data_iter, cfg.to_dict())
+                if tcfg.eval_every and (done % tcfg.eval_every == 0 or done == tcfg.steps):
+                    evals = self._evaluate(done, state, evaluator)
+            if pending is not None:
+                last = self._report(*pending, progress, force_log=True) or last
+        self.ckpt.close()
+        self.writer.close()
+        return TrainResult(state=state, last_metrics=last, eval_metrics=evals)
+
+    def _evaluate(self, step: int, state: TrainState, evaluator: Evaluator) -> dict[str, float]:
+        out = evaluator(state.params)
+        if out:
+            self.writer.write(step, out, prefix="eval")
+            logger.info("eval step %d: %s", step, {k: round(v, 4) for k, v in out.items()})
+            value = best_value(out)
+            if value is not None:
+                self._save_best(step, state, value)
+        return out
+
+    def _report(
+        self, step: int, metrics, progress: ProgressFn | None, force_log: bool = False
+    ) -> dict[str, float] | None:
+        """Host side of step ``step`` (one step behind dispatch): NaN check, logging, progress."""
+        is_finite = bool(metrics["is_finite"])
+        if not is_finite:
+            self._skips_in_row += 1
+            logger.warning(
+                "step %d: non-finite loss or gradient; update skipped (%d in a row, %d total)",
+                step,
+                self._skips_in_row,
+                int(metrics["skipped"]),
+            )
+            if self._skips_in_row >= self.cfg.train.max_consecutive_skips:
+                raise FloatingPointError(
+                    f"step {step}: {self._skips_in_row} consecutive non-finite steps "
+                    f"(train.max_consecutive_skips={self.cfg.train.max_consecutive_skips})"
+                )
+        else:
+            self._skips_in_row = 0
+        scalars = None
+        if step % self.cfg.train.log_every == 0 or force_log:
+            scalars = self._scalars(step, metrics)
+            self.writer.write(step, scalars)
+        if progress is not None:
+            progress(step, scalars)
+        return scalars
+
+    def _scalars(self, step: int, metrics) -> dict[str, float]:
+        host = _host_scalars(metrics)
+        now = time.perf_counter()
+        t0, s0 = self._clock
+        self._clock = (now, step)
+        tokens_per_s = (step - s0) * self.tokens_per_step / max(now - t0, 1e-9)
+        out = {
+            "loss": host["loss"],
+            "ppl": math.exp(min(host["loss"], 50.0)),
+            "lr": host["lr"],
+            "grad_norm": host["grad_norm"],
+            "tokens_per_s": tokens_per_s,
+            "skipped": host["skipped"],
+        }
+        if self.peak_total:
+            out["mfu"] = self.flops_per_token * tokens_per_s / self.peak_total
+        for stat in ("ret_top_weight", "ret_entropy", "ret_distance"):
+            per_group = [v for k, v in host.items() if k.startswith(stat + "_g")]
+            if per_group:
+                out[stat] = float(np.mean(per_group))
+                out.update({k: v for k, v in host.items() if k.startswith(stat + "_g")})
+        return out
+
+
+def train(cfg: Config, opts: RunOptions, progress: ProgressFn | None = None) -> TrainResult:
+    """Runs (or resumes) a training run; see ``Trainer``."""
+    return Trainer(cfg, opts).run(progress)
+
+
+__all__ = ["RunOptions", "TrainResult", "Trainer", "log_startup", "train"]
