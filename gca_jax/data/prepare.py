@@ -154,6 +154,7 @@ def prepare_corpus(
     records_per_shard: int = 10_000,
     data_dir: str | None = None,
     train_tokenizer_vocab: int | None = None,
+    holdout_every: int = 0,
     progress: Callable[[ShardResult, int], None] | None = None,
 ) -> dict:
     """Tokenize local inputs into a corpus directory (resumable).
@@ -182,6 +183,7 @@ def prepare_corpus(
         files_per_shard=files_per_shard,
         records_per_shard=records_per_shard,
         data_dir=data_dir,
+        holdout_every=holdout_every,
     )
     plan_desc = [t.describe() for t in plan]
     os.makedirs(out_dir, exist_ok=True)

@@ -2,7 +2,9 @@
 
 Formats (all offline):
 
-- `text`: a file, or a directory searched recursively; every file is one document.
+- `text`: a file, or a directory searched recursively; every file is one document. With
+  `holdout_every=k`, files at sorted positions 0, k, 2k, ... form the "validation" split and the
+  rest the "train" split (for corpora without splits, e.g. the Python docs).
 - `pg19`: the PG-19 layout, `<root>/{train,validation,test}/<id>.txt`; `split` picks the directory.
 - `jsonl`: `*.jsonl` / `*.jsonl.gz` files (or a directory of them); one document per line, read
   from `text_field`.
@@ -94,6 +96,7 @@ def plan_shards(
     files_per_shard: int = 64,
     records_per_shard: int = 10_000,
     data_dir: str | None = None,
+    holdout_every: int = 0,
 ) -> list[ShardTask]:
     """Validate the inputs and split the work into shard tasks, before anything is tokenized.
 
@@ -105,6 +108,7 @@ def plan_shards(
         files_per_shard: documents per shard for one-file-per-document formats.
         records_per_shard: records per shard for tfds.
         data_dir: tfds data_dir.
+        holdout_every: `text` only: split files into train/validation (see module docstring).
 
     Returns:
         The shard tasks, in a deterministic order.
@@ -114,6 +118,11 @@ def plan_shards(
     """
     if format not in FORMATS:
         raise ValueError(f"{format=} is unknown; choose one of {FORMATS}")
+    if holdout_every and (format != "text" or split not in ("train", "validation")):
+        raise ValueError(
+            f"{holdout_every=} needs format='text' and split 'train' or 'validation', "
+            f"got {format=}, {split=}"
+        )
     if format == "builtin":
         return [ShardTask("builtin", ("pydoc_data.topics",), split=split)]
     if not inputs:
@@ -133,16 +142,21 @@ def plan_shards(
             raise ValueError(f"input {path=} does not exist (format={format!r})")
     tasks: list[ShardTask] = []
     for path in inputs:
-        tasks += _plan_one(path, format, split, text_field, files_per_shard)
+        tasks += _plan_one(path, format, split, text_field, files_per_shard, holdout_every)
     if not tasks:
         raise ValueError(f"{inputs=} hold no input files for format={format!r}")
     return tasks
 
 
-def _plan_one(path, format_, split, text_field, files_per_shard) -> list[ShardTask]:
+def _plan_one(path, format_, split, text_field, files_per_shard, holdout) -> list[ShardTask]:
     """Shard tasks for a single input path."""
     if format_ == "text":
-        return _group("text", _list_files(path), files_per_shard)
+        files = _list_files(path)
+        if holdout:
+            files = [
+                f for i, f in enumerate(files) if (i % holdout == 0) == (split == "validation")
+            ]
+        return _group("text", files, files_per_shard)
     if format_ == "pg19":
         root = os.path.join(path, split) if os.path.isdir(os.path.join(path, split)) else path
         if not os.path.isdir(root):

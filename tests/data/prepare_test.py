@@ -209,3 +209,16 @@ def test_cli_end_to_end(tmp_path, capsys):
 
 def test_make_docs_is_deterministic():
     assert make_docs(3) == make_docs(3)
+
+
+def test_text_holdout_splits_are_disjoint(tmp_path, docs):
+    write_docs(tmp_path / "in", docs[:10])
+    kw = dict(format="text", holdout_every=4)
+    prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "v", split="validation", **kw)
+    prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "t", split="train", **kw)
+    assert _documents(tmp_path / "v") == [docs[0], docs[4], docs[8]]
+    assert sorted(_documents(tmp_path / "t") + _documents(tmp_path / "v")) == sorted(docs[:10])
+    with pytest.raises(ValueError, match="holdout_every=4 needs format='text'"):
+        prepare.prepare_corpus(
+            [str(tmp_path / "in")], tmp_path / "x", format="pg19", holdout_every=4
+        )
