@@ -21,6 +21,7 @@ _OPTIONS = (
     ("--split", "split", dict(default="train")),
     ("--text-field", "text_field", dict(help="jsonl/parquet/tfds text field")),
     ("--data-dir", "data_dir", dict(help="tfds data_dir")),
+    ("--manual-dir", "manual_dir", dict(help="tfds: build local_pg19/local_proofpile from here")),
     ("--workers", "num_workers", dict(type=int, default=2, help="tokenizer processes")),
     ("--files-per-shard", "files_per_shard", dict(type=int, default=64)),
     (

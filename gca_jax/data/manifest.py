@@ -76,8 +76,9 @@ def check_tokenizer_matches(
 ) -> None:
     """Raise if a corpus was prepared with another tokenizer than `tokenizer_identity`.
 
-    Args: manifest_or_dir: a manifest dict, or a corpus directory. tokenizer_identity:
-    `Tokenizer.identity` of the tokenizer (or the one saved in a checkpoint).
+    Args:
+        manifest_or_dir: a manifest dict, or a corpus directory.
+        tokenizer_identity: `Tokenizer.identity` of the tokenizer (or one saved in a checkpoint).
 
     Raises:
         ValueError: naming every key whose value differs.

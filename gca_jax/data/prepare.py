@@ -155,18 +155,26 @@ def prepare_corpus(
     data_dir: str | None = None,
     train_tokenizer_vocab: int | None = None,
     holdout_every: int = 0,
+    manual_dir: str | None = None,
     progress: Callable[[ShardResult, int], None] | None = None,
 ) -> dict:
     """Tokenize local inputs into a corpus directory (resumable).
 
-    Args: inputs: input files/directories (for `tfds`, the dataset name). out_dir: corpus directory
-    to create or resume. format: one of `sources.FORMATS`. tokenizer: "bytes" or a tokenizer.json
-    path (see `load_tokenizer`). split: split to read (PG-19 / proof-pile subdirectory, tfds split);
-    recorded in the manifest. text_field: record field with the text (jsonl/parquet/tfds).
-    num_workers: tokenizer processes; 1 runs in this process. files_per_shard: documents per shard
-    for one-file-per-document formats. records_per_shard: records per shard for tfds. data_dir: tfds
-    data_dir. train_tokenizer_vocab: train a byte-level BPE of this size on the inputs first and use
-    it. progress: called as `progress(result, total_shards)` after each shard.
+    Args:
+        inputs: input files/directories (for `tfds`, the dataset name).
+        out_dir: corpus directory to create or resume.
+        format: one of `sources.FORMATS`.
+        tokenizer: "bytes" or a tokenizer.json path (see `load_tokenizer`).
+        split: split to read (PG-19 / proof-pile subdirectory, tfds split); kept in the manifest.
+        text_field: record field with the text (jsonl/parquet/tfds).
+        num_workers: tokenizer processes; 1 runs in this process.
+        files_per_shard: documents per shard for one-file-per-document formats.
+        records_per_shard: records per shard for tfds.
+        data_dir: tfds data_dir.
+        train_tokenizer_vocab: train a byte-level BPE of this size on the inputs first, use it.
+        holdout_every: `text` only: every k-th file is "validation", the rest "train".
+        manual_dir: `tfds` only: build `local_pg19`/`local_proofpile` from this local copy first.
+        progress: called as `progress(result, total_shards)` after each shard.
 
     Returns:
         The final manifest, plus `seconds` and `text_bytes` of this run.
@@ -184,6 +192,7 @@ def prepare_corpus(
         records_per_shard=records_per_shard,
         data_dir=data_dir,
         holdout_every=holdout_every,
+        manual_dir=manual_dir,
     )
     plan_desc = [t.describe() for t in plan]
     os.makedirs(out_dir, exist_ok=True)

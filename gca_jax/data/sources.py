@@ -97,6 +97,7 @@ def plan_shards(
     records_per_shard: int = 10_000,
     data_dir: str | None = None,
     holdout_every: int = 0,
+    manual_dir: str | None = None,
 ) -> list[ShardTask]:
     """Validate the inputs and split the work into shard tasks, before anything is tokenized.
 
@@ -109,6 +110,7 @@ def plan_shards(
         records_per_shard: records per shard for tfds.
         data_dir: tfds data_dir.
         holdout_every: `text` only: split files into train/validation (see module docstring).
+        manual_dir: tfds only: build `local_pg19`/`local_proofpile` from this local copy first.
 
     Returns:
         The shard tasks, in a deterministic order.
@@ -136,6 +138,7 @@ def plan_shards(
             text_field=text_field,
             data_dir=data_dir,
             per_shard=records_per_shard,
+            manual_dir=manual_dir,
         )
     for path in inputs:
         if not os.path.exists(path):

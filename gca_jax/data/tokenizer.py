@@ -7,9 +7,13 @@ Special ids are fixed so that model configs can name them (spec §5.2):
   vocab 50265. A tokenizer.json that lacks the eight extra tokens of the original
   (`<|REDUCE|>` ... `<chunk>`) gets them appended in the original order, which reproduces those ids.
 
-The extra ids are managed by this wrapper and are never produced by `encode`; they are inserted by
-id only, as in the original. Every tokenizer exposes `identity`, a JSON-able dict written into
-corpus manifests and checkpoints so that a mismatch is detected before training.
+Ids the wrapper appends are never produced by `encode`; they are inserted by id only, as in the
+original. Special tokens already inside a tokenizer.json are matched by HF tokenizers when the text
+contains their literal string (e.g. "<|endoftext|>"), unlike tiktoken's `encode_ordinary`; ordinary
+corpora (PG-19, arXiv) do not contain them.
+
+Every tokenizer exposes `identity`, a JSON-able dict written into corpus manifests and checkpoints
+so that a mismatch is detected before training.
 """
 
 from __future__ import annotations
