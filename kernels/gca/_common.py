@@ -24,6 +24,9 @@ class GcaBlockConfig:
       num_stages: software-pipelining stages of the forward and decode kernels.
       num_warps_bwd: warps of the backward kernels.
       num_stages_bwd: pipelining stages of the backward kernels.
+      use_tf32_probs: for 16-bit inputs, keep probabilities and dS in float32 and multiply them
+        at TF32 precision instead of casting them to the input dtype (the original kernel's
+        choice, seed-spec §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
     """
 
     block_q: int = 64
@@ -34,12 +37,26 @@ class GcaBlockConfig:
     num_stages: int = 2
     num_warps_bwd: int = 4
     num_stages_bwd: int = 2
+    use_tf32_probs: bool = False
 
     @classmethod
     def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
         """Heuristic defaults for P query rows per chunk and S memory slots."""
         block_q = max(16, min(64, pl.next_power_of_2(rows)))
         return cls(block_q=block_q, block_q_dkv=block_q, block_s_dkv=min(64, slots))
+
+    def validate(self, slots: int) -> None:
+        """Raises ValueError if a tile size breaks the kernels' constraints for S slots."""
+        for name in ("block_q", "block_q_dkv", "block_s_dkv", "block_n_decode"):
+            size = getattr(self, name)
+            if size < 16 or size & (size - 1):
+                raise ValueError(f"GcaBlockConfig.{name}={size} must be a power of 2 >= 16")
+        if slots % self.block_s_dkv:
+            raise ValueError(f"GcaBlockConfig.block_s_dkv={self.block_s_dkv} must divide S={slots}")
+        if self.block_q_dkv > self.block_q:
+            raise ValueError(
+                f"GcaBlockConfig.block_q_dkv={self.block_q_dkv} must be <= block_q={self.block_q}"
+            )
 
 
 def dot(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False):
@@ -51,3 +68,14 @@ def dot(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = Fa
 def row_mask(start, block: int, rows: int) -> jax.Array:
     """(block,) bool: which of rows start .. start + block - 1 exist (< rows)."""
     return start + jnp.arange(block, dtype=jnp.int32) < rows
+
+
+def prob_dot(p: jax.Array, x: jax.Array, *, use_tf32: bool, trans_a: bool = False):
+    """Product p @ x (or p.T @ x) of float32 probabilities or dS p with an input-dtype tile x.
+
+    By default p is cast to x's dtype first. With use_tf32 and a 16-bit x, p stays float32 and
+    x is upcast; the product runs at TF32 precision (10-bit mantissa instead of bf16's 7).
+    """
+    if use_tf32 and x.dtype != jnp.float32:
+        return plt.dot(p, x.astype(jnp.float32), trans_a=trans_a, precision=jax.lax.Precision.HIGH)
+    return dot(p.astype(x.dtype), x, trans_a=trans_a)

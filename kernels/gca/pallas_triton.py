@@ -31,7 +31,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
 from kernels.gca import pallas_triton_vjp as vjp
-from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, row_mask
+from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, prob_dot, row_mask
 
 
 def _gca_fwd_kernel(
@@ -44,6 +44,7 @@ def _gca_fwd_kernel(
     lse_ref,
     *,
     scale,
+    use_tf32,
     rows,
     num_k,
     block_q,
@@ -67,7 +68,7 @@ def _gca_fwd_kernel(
         m_Q = jnp.max(s_QxS, axis=1)
         p_QxS = jnp.exp2(s_QxS - m_Q[:, None])
         l_Q = jnp.sum(p_QxS, axis=1)
-        o_Qxd = dot(p_QxS.astype(v_Sxd.dtype), v_Sxd)
+        o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
         lse_ref[k, pl.ds(q0, block_q)] = m_Q + jnp.log2(l_Q)
         coef_Q = w_ref[k].astype(jnp.float32) / l_Q
         return acc_Qxd + o_Qxd * coef_Q[:, None]
@@ -89,7 +90,13 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
     bq = config.block_q
     nq = pl.cdiv(p, bq)
     kernel = functools.partial(
-        _gca_fwd_kernel, scale=scale, rows=p, num_k=k, block_q=bq, num_q_blocks=nq
+        _gca_fwd_kernel,
+        scale=scale,
+        use_tf32=config.use_tf32_probs,
+        rows=p,
+        num_k=k,
+        block_q=bq,
+        num_q_blocks=nq,
     )
     q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nq, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
@@ -152,6 +159,7 @@ def gca_attention_pallas(
     """GCA through the Pallas kernels (inputs already validated by kernels.gca.gca_attention)."""
     if config is None:
         config = GcaBlockConfig.default(q_BxCxPxHxd.shape[2], keys_BxExSxHkvxd.shape[2])
+    config.validate(keys_BxExSxHkvxd.shape[2])
     return _gca(
         q_BxCxPxHxd,
         keys_BxExSxHkvxd,
@@ -164,7 +172,9 @@ def gca_attention_pallas(
     )
 
 
-def _gca_decode_kernel(q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, rows, num_k, block_n):
+def _gca_decode_kernel(
+    q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, use_tf32, rows, num_k, block_n
+):
     """One (query tile, head, batch) of a decode step over K retrieved chunks.
 
     Refs: q/out (N, d); keys/values (K, S, d); w (K,).
@@ -181,7 +191,7 @@ def _gca_decode_kernel(q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, ro
         m_N = jnp.max(s_NxS, axis=1)
         p_NxS = jnp.exp2(s_NxS - m_N[:, None])
         l_N = jnp.sum(p_NxS, axis=1)
-        o_Nxd = dot(p_NxS.astype(v_Sxd.dtype), v_Sxd)
+        o_Nxd = prob_dot(p_NxS, v_Sxd, use_tf32=use_tf32)
         return acc_Nxd + o_Nxd * (w_ref[k].astype(jnp.float32) / l_N)[:, None]
 
     acc_Nxd = jax.lax.fori_loop(
@@ -209,7 +219,14 @@ def gca_decode_pallas(
     if config is None:
         config = GcaBlockConfig(block_n_decode=max(16, min(64, pl.next_power_of_2(n))))
     bn = config.block_n_decode
-    kernel = functools.partial(_gca_decode_kernel, scale=float(scale), rows=n, num_k=k, block_n=bn)
+    kernel = functools.partial(
+        _gca_decode_kernel,
+        scale=float(scale),
+        use_tf32=config.use_tf32_probs,
+        rows=n,
+        num_k=k,
+        block_n=bn,
+    )
     q_spec = pl.BlockSpec((None, n, None, d), lambda i, hh, bb: (bb, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, k, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
     return pl.pallas_call(

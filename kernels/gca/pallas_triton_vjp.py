@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, row_mask
+from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, prob_dot, row_mask
 
 
 def inverse_index(
@@ -68,6 +68,7 @@ def _gca_bwd_dq_kernel(
     delta_ref,
     *,
     scale,
+    use_tf32,
     rows,
     num_k,
     block_q,
@@ -89,12 +90,12 @@ def _gca_bwd_dq_kernel(
         v_Sxd = values_ref[e, :, :]
         lse_Q = lse_ref[k, pl.ds(q0, block_q)]
         p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
-        o_Qxd = dot(p_QxS.astype(v_Sxd.dtype), v_Sxd)
+        o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
         delta_Q = jnp.sum(o_Qxd * do_Qxd.astype(jnp.float32), axis=1)
         delta_ref[k, pl.ds(q0, block_q)] = delta_Q
         dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
         ds_QxS = (w_ref[k].astype(jnp.float32) * p_QxS) * (dp_QxS - delta_Q[:, None])
-        return dq_Qxd + dot(ds_QxS.astype(k_Sxd.dtype), k_Sxd)
+        return dq_Qxd + prob_dot(ds_QxS, k_Sxd, use_tf32=use_tf32)
 
     dq_Qxd = jax.lax.fori_loop(
         0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
@@ -121,6 +122,7 @@ def _gca_bwd_dkv_kernel(
     dv_ref,
     *,
     scale,
+    use_tf32,
     rows,
     num_k,
     group,
@@ -157,10 +159,10 @@ def _gca_bwd_dkv_kernel(
             lse_Q = lse_ref[c, head, k, pl.ds(q0, block_q)]
             delta_Q = delta_ref[c, head, k, pl.ds(q0, block_q)]
             p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
-            dv_Sxd = dv_Sxd + dot((w * p_QxS).astype(do_Qxd.dtype), do_Qxd, trans_a=True)
+            dv_Sxd = dv_Sxd + prob_dot(w * p_QxS, do_Qxd, use_tf32=use_tf32, trans_a=True)
             dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
             ds_QxS = (w * p_QxS) * (dp_QxS - delta_Q[:, None])
-            dk_Sxd = dk_Sxd + dot(ds_QxS.astype(q_Qxd.dtype), q_Qxd, trans_a=True)
+            dk_Sxd = dk_Sxd + prob_dot(ds_QxS, q_Qxd, use_tf32=use_tf32, trans_a=True)
             return dk_Sxd, dv_Sxd
 
         return jax.lax.fori_loop(0, group * num_q_blocks, one_tile, carry)
@@ -193,7 +195,13 @@ def gca_backward(
     lse_spec = pl.BlockSpec((None, None, None, k, p_pad), lambda i, hh, bb: (bb, i // nq, hh, 0, 0))
     dq, delta = pl.pallas_call(
         functools.partial(
-            _gca_bwd_dq_kernel, scale=scale, rows=p, num_k=k, block_q=bq, num_q_blocks=nq
+            _gca_bwd_dq_kernel,
+            scale=scale,
+            use_tf32=config.use_tf32_probs,
+            rows=p,
+            num_k=k,
+            block_q=bq,
+            num_q_blocks=nq,
         ),
         grid=(c * nq, h, b),
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec, lse_spec, q_spec],
@@ -220,6 +228,7 @@ def gca_backward(
         functools.partial(
             _gca_bwd_dkv_kernel,
             scale=scale,
+            use_tf32=config.use_tf32_probs,
             rows=p,
             num_k=k,
             group=group,

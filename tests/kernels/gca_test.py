@@ -14,6 +14,8 @@ from jax.sharding import PartitionSpec as P
 
 from kernels._backend import UnsupportedInputError
 from kernels.gca import gca_attention, gca_decode, reference
+from kernels.gca._common import GcaBlockConfig
+from kernels.gca.pallas_triton import gca_attention_pallas
 
 
 class Spec(typing.NamedTuple):
@@ -126,6 +128,22 @@ def test_p65_gradient_of_row_64():
     assert_close(dq_row64, ref_row64, TOLERANCES[jnp.float32]["grad"], "dq row 64")
 
 
+def test_tf32_probs_config_is_at_least_as_accurate():
+    """use_tf32_probs keeps P and dS in float32 (interpret mode multiplies them exactly)."""
+    spec = SPECS["k3_gqa_p65"]
+    q, keys, values, idx, w, dout = make_inputs(spec, jnp.bfloat16, seed=21)
+    config = GcaBlockConfig(use_tf32_probs=True)
+    attend = lambda q, k, v, w: gca_attention_pallas(
+        q, k, v, idx, w, scale=0.25, interpret=True, config=config
+    )
+    out, pullback = jax.vjp(attend, q, keys, values, w)
+    ref_out, ref_grads = reference_f32(q, keys, values, idx, w, dout, scale=0.25)
+    # Only the final rounding to bfloat16 remains: at most half an ulp, 2**-8 relative.
+    assert_close(out, ref_out, 2**-8, "out")
+    for name, g, rg in zip(("dq", "dkeys", "dvalues", "dw"), pullback(dout), ref_grads):
+        assert_close(g, rg, 2**-8, name)
+
+
 def test_all_padding_gives_zero_and_finite_grads():
     spec = SPECS["k3_gqa_p65"]
     q, keys, values, idx, w, dout = make_inputs(spec, jnp.float32, seed=5)
@@ -217,8 +235,15 @@ def _lowered_text(fn, *args):
         return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
 
 
-@pytest.mark.parametrize("p,dtype", [(64, jnp.bfloat16), (65, jnp.float32)])
-def test_cuda_lowering_forward_and_backward(p, dtype):
+@pytest.mark.parametrize(
+    "p,dtype,config",
+    [
+        (64, jnp.bfloat16, None),
+        (65, jnp.float32, None),
+        (64, jnp.bfloat16, GcaBlockConfig(use_tf32_probs=True, block_s_dkv=32, num_warps=8)),
+    ],
+)
+def test_cuda_lowering_forward_and_backward(p, dtype, config):
     b, c, h, hkv, d, e, s, k = 2, 4, 4, 2, 64, 6, 64, 3
     sds = jax.ShapeDtypeStruct
     args = (
@@ -230,7 +255,9 @@ def test_cuda_lowering_forward_and_backward(p, dtype):
     )
 
     def forward(q, keys, values, idx, w):
-        return gca_attention(q, keys, values, idx, w, scale=0.125, backend="pallas")
+        return gca_attention_pallas(
+            q, keys, values, idx, w, scale=0.125, interpret=False, config=config
+        )
 
     def loss_and_grads(q, keys, values, idx, w):
         loss = lambda q, k, v, w: jnp.sum(forward(q, k, v, idx, w).astype(jnp.float32) ** 2)

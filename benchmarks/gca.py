@@ -1,0 +1,291 @@
+"""GCA kernel benchmark on one GPU: correctness first, then Pallas vs the XLA reference.
+
+Run: `PYTHONPATH=. python3 -m benchmarks.gca` (about 3 minutes on an H200). Prints markdown
+tables for docs/performance.md ("## GCA") and, when $OUT is set, writes the raw numbers there.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+import typing
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kernels.gca import gca_attention, gca_decode
+from kernels.gca._common import GcaBlockConfig
+from kernels.gca.pallas_triton import gca_attention_pallas
+
+
+class Shape(typing.NamedTuple):
+    B: int
+    C: int
+    H: int
+    d: int
+    K: int
+    S: int
+    P: int
+
+
+SHAPES = {
+    "paper B4 C260": Shape(B=4, C=260, H=12, d=64, K=8, S=64, P=64),
+    "B1 C1024": Shape(B=1, C=1024, H=12, d=64, K=8, S=64, P=64),
+    "B8 C128": Shape(B=8, C=128, H=12, d=64, K=8, S=64, P=64),
+}
+
+# "interpret" (--smoke) runs the same script on CPU with tiny shapes to check its plumbing.
+KERNEL = "pallas"
+
+VARIANTS = {
+    "default": GcaBlockConfig(),
+    "warps8": GcaBlockConfig(num_warps=8, num_warps_bwd=8),
+    "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
+    "dkv_s32": GcaBlockConfig(block_s_dkv=32),
+    "q32": GcaBlockConfig(block_q=32, block_q_dkv=32),
+    "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
+}
+
+
+def make_inputs(shape: Shape, dtype, seed: int):
+    """Inputs like DRT's: each chunk c >= 2 retrieves K distinct rows among 0..c-2 (top-k of
+    random scores), softmax weights over them; chunks 0 and 1 and missing slots are padding."""
+    b, c, h, d, k, s, p = shape
+    ks = jax.random.split(jax.random.key(seed), 6)
+    q = jax.random.normal(ks[0], (b, c, p, h, d), jnp.float32).astype(dtype)
+    keys = jax.random.normal(ks[1], (b, c, s, h, d), jnp.float32).astype(dtype)
+    values = jax.random.normal(ks[2], (b, c, s, h, d), jnp.float32).astype(dtype)
+    scores = jax.random.normal(ks[3], (b, c, c))
+    visible = jnp.arange(c)[None, :] < (jnp.arange(c)[:, None] - 1)
+    scores = jnp.where(visible[None], scores, -jnp.inf)
+    top, idx = jax.lax.top_k(scores, k)
+    w = jnp.where(jnp.isfinite(top), jax.nn.softmax(jnp.where(jnp.isfinite(top), top, -1e30)), 0.0)
+    idx = jnp.where(w > 0, idx, 0).astype(jnp.int32)
+    dout = jax.random.normal(ks[4], q.shape, jnp.float32).astype(dtype)
+    return q, keys, values, idx, w.astype(jnp.float32), dout
+
+
+def fwd_fn(backend, scale, config=None):
+    if backend == "xla":
+        return jax.jit(
+            lambda q, k, v, i, w: gca_attention(q, k, v, i, w, scale=scale, backend="xla")
+        )
+    interpret = backend == "interpret"
+    return jax.jit(
+        lambda q, k, v, i, w: gca_attention_pallas(
+            q, k, v, i, w, scale=scale, interpret=interpret, config=config
+        )
+    )
+
+
+def fwdbwd_fn(backend, scale, config=None):
+    fwd = fwd_fn(backend, scale, config)
+
+    def run(q, k, v, i, w, do):
+        out, pullback = jax.vjp(lambda q, k, v, w: fwd(q, k, v, i, w), q, k, v, w)
+        return out, pullback(do)
+
+    return jax.jit(run)
+
+
+def time_ms(fn, *args, samples: int = 15) -> float:
+    """Median wall time per call (ms) after warm-up; each sample runs back-to-back calls."""
+    jax.block_until_ready(fn(*args))
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    inner = max(1, min(50, int(3e-3 / max(time.perf_counter() - t0, 1e-6))))
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / inner)
+    return 1e3 * statistics.median(times)
+
+
+def temp_bytes(fn, *args) -> int:
+    return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def rel_err(a, b) -> float:
+    """||a - b|| / ||b|| over all elements (float32)."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def max_rel_err(a, b) -> float:
+    """max |a - b| / max |b|."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def ceilings() -> dict:
+    n, m = (1 << 20, 512) if KERNEL == "interpret" else (1 << 29, 8192)  # 1 GiB, 8192^2 on GPU.
+    x = jax.random.normal(jax.random.key(0), (n,), jnp.bfloat16)
+    copy_ms = time_ms(jax.jit(lambda x: x + 1), x, samples=10)
+    del x
+    a = jax.random.normal(jax.random.key(1), (m, m), jnp.bfloat16)
+    mm_ms = time_ms(jax.jit(lambda a: a @ a), a, samples=10)
+    return {
+        "copy_GBps": 2 * 2 * n / (copy_ms * 1e-3) / 1e9,
+        "matmul_TFLOPs": 2 * m**3 / (mm_ms * 1e-3) / 1e12,
+    }
+
+
+def check_correctness(shape: Shape, config) -> dict:
+    """Pallas bf16 vs the float32 reference on float32 copies of the same inputs."""
+    scale = shape.d**-0.5
+    q, k, v, idx, w, do = make_inputs(shape, jnp.bfloat16, seed=1)
+    out, grads = fwdbwd_fn(KERNEL, scale, config)(q, k, v, idx, w, do)
+    f32 = [x.astype(jnp.float32) for x in (q, k, v, do)]
+    ref_out, ref_grads = fwdbwd_fn("xla", scale)(f32[0], f32[1], f32[2], idx, w, f32[3])
+    errs = {}
+    for name, a, b in zip(("out", "dq", "dk", "dv", "dw"), (out, *grads), (ref_out, *ref_grads)):
+        assert np.all(np.isfinite(np.asarray(a, np.float32))), f"{name} has non-finite values"
+        errs[name] = {"rel_l2": rel_err(a, b), "rel_max": max_rel_err(a, b)}
+    again = fwdbwd_fn(KERNEL, scale, config)(q, k, v, idx, w, do)
+    errs["bitwise_deterministic"] = all(
+        np.array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+        for x, y in zip(jax.tree.leaves((out, grads)), jax.tree.leaves(again))
+    )
+    return errs
+
+
+def bench_shape(name: str, shape: Shape, variants: dict, ceil: dict) -> list[dict]:
+    scale = shape.d**-0.5
+    q, k, v, idx, w, do = make_inputs(shape, jnp.bfloat16, seed=0)
+    b, c, h, d, kk, s, p = shape
+    flops_fwd = 4 * b * c * h * kk * p * s * d
+    read_bytes = sum(x.nbytes for x in (q, k, v, idx, w))
+    rows = []
+    xla_fwd = time_ms(fwd_fn("xla", scale), q, k, v, idx, w)
+    xla_fb_fn = fwdbwd_fn("xla", scale)
+    xla_fb = time_ms(xla_fb_fn, q, k, v, idx, w, do, samples=7)
+    xla_temp = temp_bytes(xla_fb_fn, q, k, v, idx, w, do)
+    for vname, config in variants.items():
+        row = {"shape": name, "variant": vname, "xla_fwd_ms": xla_fwd, "xla_fwdbwd_ms": xla_fb}
+        row["xla_temp_over_q"] = xla_temp / q.nbytes
+        try:
+            fb = fwdbwd_fn(KERNEL, scale, config)
+            row["fwd_ms"] = time_ms(fwd_fn(KERNEL, scale, config), q, k, v, idx, w)
+            row["fwdbwd_ms"] = time_ms(fb, q, k, v, idx, w, do)
+            row["temp_over_q"] = temp_bytes(fb, q, k, v, idx, w, do) / q.nbytes
+        # A benchmark reports a variant that fails to compile instead of stopping the run.
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            rows.append(row)
+            print(f"{name} {vname}: {row['error']}", file=sys.stderr)
+            continue
+        row["fwd_TFLOPs"] = flops_fwd / (row["fwd_ms"] * 1e-3) / 1e12
+        row["fwd_read_GBps"] = read_bytes / (row["fwd_ms"] * 1e-3) / 1e9
+        row["fwd_read_pct_copy"] = 100 * row["fwd_read_GBps"] / ceil["copy_GBps"]
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    return rows
+
+
+def bench_decode(batch: int) -> dict:
+    h, d, k, s = (2, 16, 2, 16) if KERNEL == "interpret" else (12, 64, 8, 64)
+    ks = jax.random.split(jax.random.key(batch), 4)
+    q = jax.random.normal(ks[0], (batch, 1, h, d), jnp.bfloat16)
+    keys = jax.random.normal(ks[1], (batch, k, s, h, d), jnp.bfloat16)
+    values = jax.random.normal(ks[2], (batch, k, s, h, d), jnp.bfloat16)
+    w = jax.nn.softmax(jax.random.normal(ks[3], (batch, k)))
+    res = {"batch": batch}
+    outs = {}
+    for backend in (KERNEL, "xla"):
+        fn = jax.jit(lambda q, k, v, w, be=backend: gca_decode(q, k, v, w, scale=0.125, backend=be))
+        outs[backend] = fn(q, keys, values, w)
+        res["xla_us" if backend == "xla" else "pallas_us"] = 1e3 * time_ms(
+            fn, q, keys, values, w, samples=30
+        )
+    res["rel_err"] = rel_err(outs[KERNEL], outs["xla"])
+    return res
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="paper shape, default config only")
+    parser.add_argument("--smoke", action="store_true", help="CPU plumbing check (interpret mode)")
+    args = parser.parse_args(argv)
+    global KERNEL
+    if args.smoke:
+        KERNEL = "interpret"
+        for name in SHAPES:
+            SHAPES[name] = Shape(B=1, C=4, H=2, d=16, K=2, S=16, P=16)
+        VARIANTS.clear()
+        VARIANTS["default"] = None  # The heuristic config for the tiny shape.
+        VARIANTS["tf32_probs"] = GcaBlockConfig(block_s_dkv=16, use_tf32_probs=True)
+    dev = jax.devices()[0]
+    print(f"# GCA benchmark {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC", flush=True)
+    print(
+        f"device: {dev.device_kind}; jax {jax.__version__}; command: "
+        f"PYTHONPATH=. python3 -m benchmarks.gca {' '.join(argv or sys.argv[1:])}",
+        flush=True,
+    )
+    ceil = ceilings()
+    print(
+        f"copy bandwidth {ceil['copy_GBps']:.0f} GB/s (read+write); bf16 matmul "
+        f"{ceil['matmul_TFLOPs']:.0f} TFLOP/s",
+        flush=True,
+    )
+    errs = {}
+    for vname in ("default", "tf32_probs"):
+        errs[vname] = check_correctness(SHAPES["paper B4 C260"], VARIANTS.get(vname))
+        print(f"errors vs fp32 reference ({vname}):", json.dumps(errs[vname]), flush=True)
+    rows = []
+    for name, shape in SHAPES.items():
+        variants = (
+            VARIANTS
+            if (name.startswith("paper") and not args.quick)
+            else {"default": VARIANTS["default"]}
+        )
+        rows += bench_shape(name, shape, variants, ceil)
+        if args.quick:
+            break
+    decode = [bench_decode(1), bench_decode(32)]
+
+    print(
+        "\n| shape (bf16, H=12, d=64, K=8, P=P'=64) | variant | fwd ms pallas / xla | "
+        "fwd+bwd ms pallas / xla | fwd TFLOP/s | fwd read GB/s (% of copy) | "
+        "fwd+bwd temp / q bytes pallas / xla |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['shape']} | {r['variant']} | failed: {r['error'][:80]} | | | | |")
+            continue
+        print(
+            f"| {r['shape']} | {r['variant']} | {r['fwd_ms']:.3f} / {r['xla_fwd_ms']:.3f} | "
+            f"{r['fwdbwd_ms']:.3f} / {r['xla_fwdbwd_ms']:.3f} | {r['fwd_TFLOPs']:.0f} | "
+            f"{r['fwd_read_GBps']:.0f} ({r['fwd_read_pct_copy']:.0f}%) | "
+            f"{r['temp_over_q']:.2f} / {r['xla_temp_over_q']:.2f} |"
+        )
+    print("\n| decode (N=1, K=8, H=12, d=64, bf16) | pallas us | xla us | rel err |")
+    print("|---|---|---|---|")
+    for r in decode:
+        print(
+            f"| batch {r['batch']} | {r['pallas_us']:.1f} | {r['xla_us']:.1f} | "
+            f"{r['rel_err']:.1e} |"
+        )
+    print("\n| paper shape, error vs fp32 reference | out | dq | dk | dv | dw | bitwise repeat |")
+    print("|---|---|---|---|---|---|---|")
+    for vname, e in errs.items():
+        for metric in ("rel_l2", "rel_max"):
+            cells = " | ".join(f"{e[n][metric]:.1e}" for n in ("out", "dq", "dk", "dv", "dw"))
+            print(f"| {vname} {metric} | {cells} | {e['bitwise_deterministic']} |")
+    out_dir = os.environ.get("OUT")
+    if out_dir:
+        with open(os.path.join(out_dir, "gca_bench.json"), "w") as f:
+            json.dump({"ceilings": ceil, "errors": errs, "rows": rows, "decode": decode}, f)
+
+
+if __name__ == "__main__":
+    main()
