@@ -1,0 +1,197 @@
+"""Token-by-token decoding with a ring-buffer KV cache and chunk memory (spec §3.3).
+
+Decode state per batch (all batch elements share one position; prompts are left-padded to a
+common length that is a multiple of S):
+
+- per layer, a sliding-window K/V ring buffer of N = W + 1 slots; position p lives in slot
+  p % N, ``key_pos`` says which position each slot holds (-1 = empty);
+- the lower-stack outputs of the chunk being decoded (B, P, D), and the residual stream entering
+  each group at the latest position (G, B, D);
+- per group, the current retrieval: weights (B, K) and the K retrieved chunks' K/V, already on
+  the device (gathered once per chunk, from device or host memory).
+
+When a chunk's S-th token has been fed, the landmark is fed too (the original feeds the pair in
+one 2-token step), and the chunk completes: the encoder turns the buffered lower outputs into a
+memory row, and each group computes the retrieval for the next chunk from the landmark's state
+at its depth, *with* the group's landmark norm. The original omits that norm in decoding
+(spec §3.6, §9.2); here decoding and the batch forward use the same retrieval.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from gca_jax.inference.engine import Carry, Engine
+from gca_jax.inference.layers import decoder_layer_decode, scan_stack, upper_layer_decode
+from gca_jax.inference.memory import ChunkStore
+from gca_jax.modeling.loss import tied_logits
+from gca_jax.modeling.retrieval import ChunkMemory
+
+
+@struct.dataclass
+class DecodeState:
+    """Device-side decode state (a pytree; see the module docstring).
+
+    Attributes:
+      rings: per stack (lower, group 1, ...), (K, V) ring buffers (layers, B, N, Hkv, d).
+      key_pos_BxN: position held by each ring slot, -1 when empty.
+      pos: int32 scalar, the next landmark-inserted position.
+      chunk_h_BxPxD: lower-stack outputs of the current chunk.
+      group_h_GxBxD: residual stream entering each group at the latest position.
+      ret_idx_GxBxK: memory rows of the current retrieval per group.
+      ret_w_GxBxK: their weights.
+      ret_kv: per group, (keys, values) of the retrieved chunks (B, K, P', Hkv, d).
+    """
+
+    rings: tuple
+    key_pos_BxN: jax.Array
+    pos: jax.Array
+    chunk_h_BxPxD: jax.Array
+    group_h_GxBxD: jax.Array
+    ret_idx_GxBxK: jax.Array
+    ret_w_GxBxK: jax.Array
+    ret_kv: tuple
+
+
+def _decode_step(graphdef, params, state: DecodeState, ids_B):
+    model = nnx.merge(graphdef, params)
+    cfg = model.cfg
+    b = ids_B.shape[0]
+    pos = state.pos
+    slot = pos % state.key_pos_BxN.shape[1]
+    key_pos_BxN = state.key_pos_BxN.at[:, slot].set(pos)
+    q_pos_B = jnp.full((b,), pos, jnp.int32)
+    h_BxD = model.embed(ids_B)
+    h_BxD, ring = scan_stack(
+        model.lower, decoder_layer_decode, h_BxD, state.rings[0], key_pos_BxN, slot, q_pos_B
+    )
+    rings, group_h = [ring], []
+    chunk_h = state.chunk_h_BxPxD.at[:, pos % cfg.slots_per_chunk].set(h_BxD)
+    for g in range(cfg.num_groups):
+        group_h.append(h_BxD)
+        keys, values = state.ret_kv[g]
+        h_BxD, ring = scan_stack(
+            model.groups[g],
+            upper_layer_decode,
+            h_BxD,
+            state.rings[1 + g],
+            key_pos_BxN,
+            slot,
+            q_pos_B,
+            keys,
+            values,
+            state.ret_w_GxBxK[g],
+        )
+        rings.append(ring)
+    logits_BxV = tied_logits(model.final_norm(h_BxD), model.embed.table[...])
+    return logits_BxV, state.replace(
+        rings=tuple(rings),
+        key_pos_BxN=key_pos_BxN,
+        pos=pos + 1,
+        chunk_h_BxPxD=chunk_h,
+        group_h_GxBxD=jnp.stack(group_h),
+    )
+
+
+def _encode_step(graphdef, params, chunk_h_BxPxD):
+    model = nnx.merge(graphdef, params)
+    b, p, dim = chunk_h_BxPxD.shape
+    return model.encode_chunks(chunk_h_BxPxD.reshape(b, 1, p, dim))
+
+
+def _next_retrieval(graphdef, params, group_h_GxBxD, landmarks_BxExD, row_id):
+    """Retrieval row ``row_id`` (the chunk just completed) of every group: (G, B, K) idx, w."""
+    model = nnx.merge(graphdef, params)
+    memory = ChunkMemory(landmarks=landmarks_BxExD, keys=None, values=None)
+    idx, w = [], []
+    for g in range(model.cfg.num_groups):
+        h_Bx1x1xD = group_h_GxBxD[g].reshape(group_h_GxBxD.shape[1], 1, 1, -1)
+        rows = model.retrieve(g, h_Bx1x1xD, memory, row_id.reshape(1), None)
+        idx.append(rows.idx[:, 0])
+        w.append(rows.w[:, 0])
+    return jnp.stack(idx), jnp.stack(w)
+
+
+def _ring_from_cache(cache_LxBxWxHkvxd, slot_pos_N, first_pos: int) -> jax.Array:
+    """Places the cached last-W positions (first one ``first_pos``) into ring slots."""
+    index_N = np.clip(slot_pos_N - first_pos, 0, cache_LxBxWxHkvxd.shape[2] - 1)
+    ring = jnp.take(cache_LxBxWxHkvxd, jnp.asarray(index_N), axis=2)
+    keep = jnp.asarray(slot_pos_N >= 0).reshape(1, 1, -1, 1, 1)
+    return jnp.where(keep, ring, 0)
+
+
+class Decoder:
+    """A decoding session over a batch: feed tokens one at a time, get next-token logits.
+
+    Build it from an engine, optionally after a prefill (``Decoder(engine, out.carry)``), or
+    empty with a memory capacity (``Decoder(engine, batch=B, capacity=E)``).
+    """
+
+    def __init__(
+        self, engine: Engine, carry: Carry | None = None, *, batch: int = 1, capacity: int = 1
+    ):
+        cfg = engine.cfg
+        self.engine, self.cfg = engine, cfg
+        if carry is None:
+            carry = engine.empty_carry(batch, capacity)
+        if carry.num_positions % cfg.slots_per_chunk:
+            raise ValueError("a decoder starts at a chunk boundary (prefill a multiple of S)")
+        self.store: ChunkStore = carry.store
+        self.raw_tokens = carry.num_positions // cfg.slots_per_chunk * cfg.chunk_len
+        bind = functools.partial
+        self._step = jax.jit(bind(_decode_step, engine.graphdef), donate_argnums=(1,))
+        self._encode = jax.jit(bind(_encode_step, engine.graphdef))
+        self._retrieve = jax.jit(bind(_next_retrieval, engine.graphdef))
+        self.state = self._initial_state(carry)
+
+    def _initial_state(self, carry: Carry) -> DecodeState:
+        cfg = self.cfg
+        n, p0 = cfg.window + 1, carry.num_positions
+        # Slot n holds the latest position p < p0 with p % N == n; only p >= p0 - W is cached
+        # (the slot of p0 - N = p0's own slot is empty until p0 is written).
+        slot_pos_N = p0 - 1 - (p0 - 1 - np.arange(n)) % n
+        slot_pos_N = np.where((slot_pos_N >= max(0, p0 - cfg.window)), slot_pos_N, -1)
+        b = self.store.landmarks.shape[0]
+        rings = tuple(
+            tuple(_ring_from_cache(x, slot_pos_N, p0 - cfg.window) for x in cache)
+            for cache in carry.caches
+        )
+        idx = jnp.stack([r.idx[:, 0] for r in carry.last_rows])
+        w = jnp.stack([r.w[:, 0] for r in carry.last_rows])
+        return DecodeState(
+            rings=rings,
+            key_pos_BxN=jnp.asarray(np.broadcast_to(slot_pos_N, (b, n)), jnp.int32),
+            pos=jnp.int32(p0),
+            chunk_h_BxPxD=jnp.zeros((b, cfg.slots_per_chunk, cfg.hidden_size), jnp.float32),
+            group_h_GxBxD=jnp.zeros((cfg.num_groups, b, cfg.hidden_size), jnp.float32),
+            ret_idx_GxBxK=idx,
+            ret_w_GxBxK=w,
+            ret_kv=tuple(self.store.take(idx[g]) for g in range(cfg.num_groups)),
+        )
+
+    def feed(self, ids_B) -> jax.Array:
+        """Feeds one token per batch element; returns (B, V) float32 next-token logits.
+
+        After the S-th token of a chunk, the landmark is fed and the chunk is completed
+        (memory row appended, retrieval for the next chunk computed and its K/V fetched).
+        """
+        ids_B = jnp.asarray(ids_B, jnp.int32).reshape(-1)
+        logits_BxV, self.state = self._step(self.engine.params, self.state, ids_B)
+        self.raw_tokens += 1
+        if self.raw_tokens % self.cfg.chunk_len == 0:
+            landmark_B = jnp.full(ids_B.shape, self.cfg.landmark_id, jnp.int32)
+            _, self.state = self._step(self.engine.params, self.state, landmark_B)
+            self._complete_chunk()
+        return logits_BxV
+
+    def _complete_chunk(self) -> None:
+        row_id = self.store.num_chunks
+        self.store.append(self._encode(self.engine.params, self.state.chunk_h_BxPxD))
+        idx, w = self._retrieve(
+            self.engine.params, self.state.group_h_GxBxD, self.store.landmarks, jnp.int32(row_id)
+        )
+        kv = tuple(self.store.take(idx[g]) for g in range(self.cfg.num_groups))
+        self.state = self.state.replace(ret_idx_GxBxK=idx, ret_w_GxBxK=w, ret_kv=kv)

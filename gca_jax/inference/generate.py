@@ -1,0 +1,95 @@
+"""Text generation: segmented prefill of the prompt, then greedy or top-k sampled decoding."""
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gca_jax.inference.decode import Decoder
+from gca_jax.inference.engine import Engine
+
+
+@functools.partial(jax.jit, static_argnames=("top_k",))
+def sample_next(logits_BxV: jax.Array, key: jax.Array, *, top_k: int, temperature: float):
+    """Next token per row: argmax for ``top_k`` <= 1, else top-k sampling at ``temperature``."""
+    if top_k <= 1:
+        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    vals_BxK, idx_BxK = jax.lax.top_k(logits_BxV / temperature, top_k)
+    pick_B = jax.random.categorical(key, vals_BxK, axis=-1)
+    return jnp.take_along_axis(idx_BxK, pick_B.reshape(-1, 1), axis=1)[:, 0].astype(jnp.int32)
+
+
+def left_pad_prompts(prompts: Sequence[Sequence[int]], chunk_len: int, pad_id: int) -> np.ndarray:
+    """Left-pads prompts with ``pad_id`` to one common length, a multiple of S (spec §3.2).
+
+    Raises:
+      ValueError: no prompt, or an empty prompt (there is nothing to condition on).
+    """
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty: give at least one prompt")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"prompt {i} is empty: give at least one token")
+    longest = max(len(p) for p in prompts)
+    length = -(-longest // chunk_len) * chunk_len
+    out = np.full((len(prompts), length), pad_id, np.int32)
+    for i, p in enumerate(prompts):
+        out[i, length - len(p) :] = np.asarray(p, np.int32)
+    return out
+
+
+def generate(
+    engine: Engine,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    top_k: int = 1,
+    temperature: float = 1.0,
+    key: jax.Array | None = None,
+    on_tokens: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """Continues each prompt by ``max_new_tokens`` tokens.
+
+    Args:
+      engine: the model's inference engine.
+      prompts: B token-id sequences, each non-empty; left-padded with pad_id to a common
+        multiple of S (the pads are attended, as in the original).
+      max_new_tokens: tokens to generate, >= 1.
+      top_k: 1 = greedy (argmax); k > 1 = sample among the k most likely tokens.
+      temperature: softmax temperature for sampling (> 0).
+      key: PRNG key for sampling (required when top_k > 1).
+      on_tokens: called with each new (B,) int array, for streaming.
+
+    Returns:
+      (B, max_new_tokens) int32 generated ids.
+
+    Raises:
+      ValueError: empty prompts, bad sizes, or sampling without a key.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"{max_new_tokens=} must be >= 1")
+    if top_k < 1 or temperature <= 0:
+        raise ValueError(f"{top_k=} must be >= 1 and {temperature=} > 0")
+    if top_k > 1 and key is None:
+        raise ValueError("sampling (top_k > 1) needs a PRNG key")
+    key = jax.random.key(0) if key is None else key
+    cfg = engine.cfg
+    tokens_BxT = left_pad_prompts(prompts, cfg.chunk_len, cfg.pad_id)
+    capacity = (tokens_BxT.shape[1] + max_new_tokens) // cfg.chunk_len + 1
+    out = engine.prefill(
+        tokens_BxT, logits_at=[tokens_BxT.shape[1] - 1], keep_state=True, capacity=capacity
+    )
+    decoder = Decoder(engine, out.carry)
+    logits_BxV = jnp.asarray(out.logits[:, 0])
+    new = []
+    for i in range(max_new_tokens):
+        key, sub = jax.random.split(key)
+        ids_B = sample_next(logits_BxV, sub, top_k=top_k, temperature=temperature)
+        new.append(np.asarray(ids_B))
+        if on_tokens is not None:
+            on_tokens(new[-1])
+        if i + 1 < max_new_tokens:
+            logits_BxV = decoder.feed(ids_B)
+    return np.stack(new, axis=1)

@@ -1,0 +1,151 @@
+"""Chunk memory for inference: appended chunk by chunk, K/V on the device or offloaded to host.
+
+Landmarks (B, E, D) always stay on the device (retrieval scores every row). Chunk keys and
+values (B, E, P', Hkv, d) are either device arrays, written in place by a donated update, or
+host numpy arrays (``offload=True``), from which only retrieved rows travel to the device:
+
+- per prefill segment, ``gather_union`` takes the union of the rows that the segment's chunks
+  retrieved (per batch element), copies just those rows to the device and remaps ``idx`` into
+  the gathered block, so GCA reads the same keys and values as from the whole memory;
+- per decode chunk, ``take`` copies the K retrieved rows of the current retrieval.
+
+All arrays are preallocated with a fixed capacity E (known up front: prompt plus generation
+length), so the jitted steps see one shape. Rows at or after ``num_chunks`` hold zeros; they
+can only be picked with weight 0 (the causal mask excludes them).
+"""
+
+import dataclasses
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gca_jax.modeling.retrieval import ChunkMemory
+
+_log = logging.getLogger(__name__)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _write_rows(buf_BxEx, rows_BxCx, start):
+    """buf[:, start:start + C] = rows, in place."""
+    index = (0, start) + (0,) * (buf_BxEx.ndim - 2)
+    return jax.lax.dynamic_update_slice(buf_BxEx, rows_BxCx.astype(buf_BxEx.dtype), index)
+
+
+@jax.jit
+def _take_rows(buf_BxEx, idx_BxK):
+    """buf[b, idx[b, k]] -> (B, K, ...)."""
+    b = buf_BxEx.shape[0]
+    return buf_BxEx[jnp.arange(b).reshape(b, 1), idx_BxK]
+
+
+@dataclasses.dataclass
+class ChunkStore:
+    """The growing chunk memory of a batch of sequences.
+
+    Attributes:
+      landmarks: (B, E, D) float32, on the device.
+      keys: (B, E, P', Hkv, d) chunk keys, device jax array or host numpy array.
+      values: like ``keys``.
+      num_chunks: rows written so far.
+      offload: whether keys and values live in host memory.
+    """
+
+    landmarks: jax.Array
+    keys: jax.Array | np.ndarray
+    values: jax.Array | np.ndarray
+    num_chunks: int
+    offload: bool
+
+    @classmethod
+    def allocate(
+        cls,
+        *,
+        batch: int,
+        capacity: int,
+        dim: int,
+        slots: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype,
+        offload: bool,
+    ) -> "ChunkStore":
+        """Zero-filled memory of ``capacity`` rows."""
+        shape = (batch, capacity, slots, kv_heads, head_dim)
+        landmarks = jnp.zeros((batch, capacity, dim), jnp.float32)
+        if offload:
+            # np.zeros is lazily paged: host memory grows only as rows are written.
+            keys, values = np.zeros(shape, dtype), np.zeros(shape, dtype)
+        else:
+            keys, values = jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+        _log.info(
+            "chunk store: %d rows, K/V %.2f GB on %s",
+            capacity,
+            2 * keys.nbytes / 1e9,
+            "host" if offload else "device",
+        )
+        return cls(landmarks, keys, values, 0, offload)
+
+    @property
+    def capacity(self) -> int:
+        """E."""
+        return self.landmarks.shape[1]
+
+    def append(self, rows: ChunkMemory) -> None:
+        """Writes C new rows (B, C, ...) after the existing ones."""
+        c = rows.landmarks.shape[1]
+        start = self.num_chunks
+        if start + c > self.capacity:
+            raise ValueError(
+                f"chunk store full: {start} + {c} rows > capacity {self.capacity}; allocate more"
+            )
+        self.landmarks = _write_rows(self.landmarks, rows.landmarks, start)
+        if self.offload:
+            self.keys[:, start : start + c] = np.asarray(rows.keys)
+            self.values[:, start : start + c] = np.asarray(rows.values)
+        else:
+            self.keys = _write_rows(self.keys, rows.keys, start)
+            self.values = _write_rows(self.values, rows.values, start)
+        self.num_chunks = start + c
+
+    def device_memory(self) -> ChunkMemory:
+        """The whole memory as device arrays (not for offloaded stores)."""
+        assert not self.offload
+        return ChunkMemory(landmarks=self.landmarks, keys=self.keys, values=self.values)
+
+    def take(self, idx_BxK: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keys and values (B, K, P', Hkv, d) of rows ``idx`` (B, K), on the device."""
+        if not self.offload:
+            return _take_rows(self.keys, idx_BxK), _take_rows(self.values, idx_BxK)
+        idx = np.asarray(idx_BxK)
+        rows_Bx1 = np.arange(idx.shape[0]).reshape(-1, 1)
+        return jax.device_put(self.keys[rows_Bx1, idx]), jax.device_put(self.values[rows_Bx1, idx])
+
+    def gather_union(self, idx_BxCxK: jax.Array) -> tuple[ChunkMemory, jax.Array]:
+        """Only the rows that ``idx`` uses, on the device, and ``idx`` remapped into them.
+
+        The gathered block has a static size U = min(C * K, E) per batch element (a union is
+        never larger), padded by repeating its first row, so the consumer compiles once.
+
+        Returns:
+          (memory with keys/values (B, U, P', Hkv, d) and empty landmarks, remapped idx).
+        """
+        idx = np.asarray(idx_BxCxK)
+        b, c, k = idx.shape
+        size = min(c * k, self.capacity)
+        rows_BxU = np.empty((b, size), np.int64)
+        remapped = np.empty_like(idx)
+        for i in range(b):
+            uniq, inverse = np.unique(idx[i], return_inverse=True)
+            rows_BxU[i, : uniq.size] = uniq
+            rows_BxU[i, uniq.size :] = uniq[0]
+            remapped[i] = inverse.reshape(c, k)
+        sel = np.arange(b).reshape(-1, 1)
+        memory = ChunkMemory(
+            landmarks=jnp.zeros((b, 0, self.landmarks.shape[2]), jnp.float32),
+            keys=jax.device_put(self.keys[sel, rows_BxU]),
+            values=jax.device_put(self.values[sel, rows_BxU]),
+        )
+        return memory, jnp.asarray(remapped, jnp.int32)
