@@ -62,12 +62,12 @@ def main(argv=None) -> int:
     finally:
         for bar in bars:
             bar.close()
-    mb, secs = m["text_bytes"] / 1e6, max(m["seconds"], 1e-9)
+    mb, secs, cpu = m["text_bytes"] / 1e6, max(m["seconds"], 1e-9), max(m["cpu_seconds"], 1e-9)
     print(
         f"{args.out}: {m['num_documents']} documents, {m['num_tokens']} tokens, "
         f"{len(m['shards'])} shards ({m['shards_reused']} reused from an earlier run); "
         f"skipped: {m['skipped'] or 'none'}; tokenized {mb:.2f} MB in {secs:.1f} s "
-        f"({mb / secs:.2f} MB/s)"
+        f"({mb / secs:.2f} MB/s; {mb / cpu:.2f} MB per CPU-second per process)"
     )
     return 0
 

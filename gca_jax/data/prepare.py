@@ -42,6 +42,7 @@ class ShardResult:
         num_documents: documents written.
         num_tokens: tokens written (EOTs included).
         text_bytes: UTF-8 bytes of the text tokenized.
+        cpu_seconds: CPU time the worker spent on the shard (robust to a busy machine).
         skipped: skipped inputs by reason.
         reused: True when the shard was already finished by an earlier run.
     """
@@ -51,6 +52,7 @@ class ShardResult:
     num_tokens: int
     text_bytes: int
     skipped: dict
+    cpu_seconds: float = 0.0
     reused: bool = False
 
 
@@ -72,6 +74,7 @@ def _write_shard(args) -> ShardResult:
 
     index, task, out_dir, tokenizer_spec, token_dtype = args
     tok = _get_tokenizer(tokenizer_spec)
+    cpu_start = time.process_time()
     path = os.path.join(out_dir, shard_name(index))
     skipped: collections.Counter = collections.Counter()
     lengths, text_bytes = [], 0
@@ -90,7 +93,14 @@ def _write_shard(args) -> ShardResult:
     np.save(path + ".lengths.npy.tmp.npy", np.asarray(lengths, dtype=np.int64))
     os.replace(path + ".tmp", path)
     os.replace(path + ".lengths.npy.tmp.npy", path + ".lengths.npy")
-    result = ShardResult(index, len(lengths), int(sum(lengths)), text_bytes, dict(skipped))
+    result = ShardResult(
+        index,
+        len(lengths),
+        int(sum(lengths)),
+        text_bytes,
+        dict(skipped),
+        cpu_seconds=time.process_time() - cpu_start,
+    )
     manifest_lib.write_json_atomic(path + _DONE_SUFFIX, dataclasses.asdict(result))
     return result
 
@@ -177,7 +187,8 @@ def prepare_corpus(
         progress: called as `progress(result, total_shards)` after each shard.
 
     Returns:
-        The final manifest, plus `seconds` and `text_bytes` of this run.
+        The final manifest, plus this run's `seconds` (wall), `cpu_seconds` (summed over workers)
+        and `text_bytes` (tokenized now, reused shards excluded).
 
     Raises:
         ValueError: bad inputs or an output directory holding another tokenizer or plan.
@@ -263,5 +274,6 @@ def _finish(out_dir, base, results, start) -> dict:
     return manifest | {
         "seconds": time.perf_counter() - start,
         "text_bytes": sum(r.text_bytes for r in fresh),
+        "cpu_seconds": sum(r.cpu_seconds for r in fresh),
         "shards_reused": len(results) - len(fresh),
     }
