@@ -1,5 +1,20 @@
-"""Attention kernels for DRT, each with a pure-jnp reference and a Pallas (Triton) implementation."""
+"""Attention kernels for DRT, each with a pure-jnp reference and a Pallas (Triton) implementation.
+
+One public function per op, with a ``backend`` switch: ``"xla"`` (reference), ``"pallas"``
+(GPU), ``"interpret"`` (the Pallas kernels on CPU) and ``"auto"``.
+"""
 
 from kernels._backend import BACKENDS, Backend, BackendOrAuto, UnsupportedInputError
+from kernels.gca import gca_attention, gca_decode
+from kernels.swa import sliding_window_attention, sliding_window_decode
 
-__all__ = ["BACKENDS", "Backend", "BackendOrAuto", "UnsupportedInputError"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendOrAuto",
+    "UnsupportedInputError",
+    "gca_attention",
+    "gca_decode",
+    "sliding_window_attention",
+    "sliding_window_decode",
+]
