@@ -1,0 +1,160 @@
+"""Long-context evaluation on top of the engine: perplexity (spec §6.7) and passkey (spec §6.5).
+
+Both run the segmented prefill, so device memory stays bounded at any length, and ask the head
+only for what they score: cross-entropy sums (perplexity) or the logits of one position
+(passkey).
+"""
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from gca_jax.inference.engine import Engine
+
+_log = logging.getLogger(__name__)
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% for z = 1.96); (0, 1) for n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def perplexity(
+    engine: Engine,
+    windows: Iterable[np.ndarray],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Next-token cross-entropy over independent windows (each from an empty memory).
+
+    Args:
+      engine: the model's engine.
+      windows: batches (B, T) of consecutive corpus windows.
+      progress: forwarded to ``Engine.prefill``.
+
+    Returns:
+      ``{"windows", "tokens", "mean_ce", "ppl", "token_ppl"}``: ``mean_ce`` is the mean over
+      windows of each window's mean CE in nats, the quantity the original prints as
+      "perplexity" (spec §6.7, §9.18); ``ppl = exp(mean_ce)``; ``token_ppl`` weights tokens.
+    """
+    per_window, total, count = [], 0.0, 0
+    for batch in windows:
+        out = engine.prefill(np.asarray(batch), with_ce=True, progress=progress)
+        per_window.extend((out.ce_sum / np.maximum(out.ce_count, 1)).tolist())
+        total += float(out.ce_sum.sum())
+        count += int(out.ce_count.sum())
+    if not per_window:
+        raise ValueError("no evaluation windows: the corpus is shorter than one window")
+    mean_ce = float(np.mean(per_window))
+    return {
+        "windows": len(per_window),
+        "tokens": count,
+        "mean_ce": mean_ce,
+        "ppl": math.exp(mean_ce),
+        "token_ppl": math.exp(total / max(count, 1)),
+    }
+
+
+def score_passkey_sample(
+    engine: Engine,
+    sample: dict,
+    *,
+    neutral_id: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """One NIAH sample scored by spec §6.5.
+
+    The answer token's input is replaced by ``neutral_id`` (as the original, against leakage);
+    a hit iff argmax of the logits at final_pos - 1 equals the true token at final_pos.
+
+    Args:
+      engine: the model's engine.
+      sample: ``{"tokens": (T,), "final_pos": int, ...}`` from ``gca_jax.data.niah``.
+      neutral_id: token written at final_pos.
+      progress: forwarded to ``Engine.prefill``.
+
+    Returns:
+      ``{"hit", "predicted", "target", "final_pos", "depth"}``.
+    """
+    tokens = np.array(sample["tokens"], np.int32)
+    pos = int(sample["final_pos"])
+    if not 1 <= pos < tokens.shape[0]:
+        raise ValueError(f"final_pos={pos} must be in [1, T={tokens.shape[0]})")
+    target = int(tokens[pos])
+    tokens[pos] = neutral_id
+    out = engine.prefill(tokens.reshape(1, -1), logits_at=[pos - 1], progress=progress)
+    predicted = int(np.argmax(out.logits[0, 0]))
+    return {
+        "hit": predicted == target,
+        "predicted": predicted,
+        "target": target,
+        "final_pos": pos,
+        "depth": float(sample.get("depth", float("nan"))),
+    }
+
+
+def passkey_summary(records: list[dict], length: int) -> dict:
+    """Accuracy and its 95% Wilson interval over scored samples of one context length."""
+    hits, n = sum(r["hit"] for r in records), len(records)
+    lo, hi = wilson_interval(hits, n)
+    return {
+        "length": length,
+        "samples": n,
+        "hits": hits,
+        "accuracy": hits / n if n else float("nan"),
+        "ci95": [lo, hi],
+    }
+
+
+def write_json(path: str, obj) -> None:
+    """Writes ``obj`` as indented JSON."""
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+
+def plot_passkey(summaries: list[dict], path: str, *, title: str) -> None:
+    """PNG of accuracy vs context length (log x) with 95% Wilson intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [s["length"] for s in summaries]
+    y = [s["accuracy"] for s in summaries]
+    lo = [s["accuracy"] - s["ci95"][0] for s in summaries]
+    hi = [s["ci95"][1] - s["accuracy"] for s in summaries]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("accuracy (95% Wilson CI)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_length(text: str) -> int:
+    """'4k' -> 4096, '16M' -> 16777216, '5000' -> 5000 (k = 2^10, M = 2^20).
+
+    Raises:
+      ValueError: not a positive count.
+    """
+    t = text.strip()
+    scale = {"k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20}.get(t[-1:], 1)
+    digits = t[:-1] if scale > 1 else t
+    if not digits.isdigit() or int(digits) == 0:
+        raise ValueError(f"length {text!r} must be a positive count like 4096, 4k or 16M")
+    return int(digits) * scale
