@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gca_jax import sharding
 from gca_jax.config import ModelConfig
 from gca_jax.modeling.layers import Dense, alibi_slopes, apply_rope, to_dtype
-from kernels.swa import sliding_window_attention
 
 
 def _dense_kwargs(cfg: ModelConfig, rngs: nnx.Rngs) -> dict:
@@ -47,7 +47,7 @@ class SlidingWindowSelfAttention(nnx.Module):
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         q_BxLxHxd, k_BxLxHkvxd, v_BxLxHkvxd = self.project_qkv(x_BxLxD)
-        o_BxLxHxd = sliding_window_attention(
+        o_BxLxHxd = sharding.sliding_window_attention(  # shard_map'd kernel
             q_BxLxHxd,
             k_BxLxHkvxd,
             v_BxLxHkvxd,

@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gca_jax import sharding
 from gca_jax.config import ModelConfig
 from gca_jax.modeling.attention import ChunkSelfAttention, SlidingWindowSelfAttention
 from gca_jax.modeling.layers import Dense, RMSNorm, SwiGLU, to_dtype
 from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
-from kernels.gca import gca_attention
 
 
 def _norm(cfg: ModelConfig, eps: float) -> RMSNorm:
@@ -79,7 +79,7 @@ class GroupedCrossAttention(nnx.Module):
     def __call__(self, h_BxCxPxD: jax.Array, memory: ChunkMemory, ret: Retrieval) -> jax.Array:
         b, c, p, _ = h_BxCxPxD.shape
         q = self.q_proj(self.pre_norm(h_BxCxPxD)).reshape(b, c, p, self.num_heads, self.head_dim)
-        o_BxCxPxHxd = gca_attention(
+        o_BxCxPxHxd = sharding.gca_attention(  # shard_map'd kernel
             q,
             memory.keys.astype(q.dtype),
             memory.values.astype(q.dtype),

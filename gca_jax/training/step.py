@@ -77,7 +77,7 @@ def make_train_step(
         inv = 1.0 / jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g * inv, grads)
         loss = total * inv
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         lr = schedule(state.step)
