@@ -1,8 +1,9 @@
 """The embedded default corpus: prose shipped with CPython, so `make demo` needs no download.
 
 `pydoc_data.topics.topics` holds the text of the Python reference manual's topics that `help()`
-shows (79 documents, about 0.5 MB in CPython 3.12). Topics are sorted by name; every tenth one
-(names at sorted positions 0, 10, 20, ...) forms the validation split, the rest the train split.
+shows (79 topics, 78 distinct texts, about 0.5 MB in CPython 3.12). Distinct texts are taken in
+topic-name order; every tenth one (positions 0, 10, 20, ...) forms the validation split, the rest
+the train split.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ def builtin_documents(split: str = "train") -> list[str]:
 
     if split not in SPLITS:
         raise ValueError(f"builtin corpus {split=} must be one of {SPLITS}")
-    names = sorted(topics.topics)
-    keep = [n for i, n in enumerate(names) if (i % 10 == 0) == (split == "validation")]
-    return [topics.topics[n] for n in keep]
+    texts = list(dict.fromkeys(topics.topics[n] for n in sorted(topics.topics)))  # "if" == "else".
+    return [t for i, t in enumerate(texts) if (i % 10 == 0) == (split == "validation")]
 
 
 def prepare_builtin_corpus(

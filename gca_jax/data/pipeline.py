@@ -145,6 +145,7 @@ def make_train_dataset(
     align_to_doc_start: bool = False,
     num_workers: int = 0,
     num_threads: int = 2,
+    tokenizer_identity: dict | None = None,
 ) -> grain.IterDataset:
     """Infinite, deterministic stream of random training windows (spec §5.3).
 
@@ -159,17 +160,22 @@ def make_train_dataset(
         num_workers: grain worker processes (`mp_prefetch`); 0 reads in threads of this process.
             With workers the calling script needs a `__main__` guard and parsed absl flags.
         num_threads: reader threads per process.
+        tokenizer_identity: when given (the model's or checkpoint's tokenizer identity), refuse a
+            corpus prepared with another tokenizer.
 
     Returns:
         A `grain.IterDataset` of `{"tokens": int32 (B, T)}`; `iter(ds)` has get_state/set_state and
         works with `grain.checkpoint.CheckpointSave`.
 
     Raises:
-        ValueError: bad sizes, process layout, or a corpus shorter than one window.
+        ValueError: bad sizes, process layout, a corpus shorter than one window, or a tokenizer
+            mismatch.
     """
     _check_positive(seq_len=seq_len, batch_size=batch_size)
     _check_process(process_index, process_count)
     stream = TokenStream(corpus_dir)
+    if tokenizer_identity is not None:
+        manifest_lib.check_tokenizer_matches(stream.manifest, tokenizer_identity)
     if stream.num_tokens < seq_len:
         raise ValueError(
             f"corpus {os.fspath(corpus_dir)!r} has num_tokens={stream.num_tokens} < {seq_len=}"
@@ -208,6 +214,7 @@ def make_eval_dataset(
     process_count: int = 1,
     max_windows: int | None = None,
     drop_remainder: bool = False,
+    tokenizer_identity: dict | None = None,
 ) -> grain.MapDataset:
     """Consecutive non-overlapping windows [i*T, (i+1)*T), i < num_tokens // T (spec §5.4).
 
@@ -219,16 +226,20 @@ def make_eval_dataset(
         process_count: number of JAX processes.
         max_windows: evaluate at most this many windows (the first ones).
         drop_remainder: drop a last partial batch (keeps shapes static under jit).
+        tokenizer_identity: when given, refuse a corpus prepared with another tokenizer.
 
     Returns:
         A finite `grain.MapDataset` of `{"tokens": int32 (b, T)}` batches, b <= B; `len()` is the
         number of batches.
 
     Raises:
-        ValueError: bad sizes or process layout.
+        ValueError: bad sizes, process layout or a tokenizer mismatch.
     """
     _check_positive(seq_len=seq_len, batch_size=batch_size)
     _check_process(process_index, process_count)
-    source = _ConsecutiveWindows(TokenStream(corpus_dir), seq_len, max_windows)
+    stream = TokenStream(corpus_dir)
+    if tokenizer_identity is not None:
+        manifest_lib.check_tokenizer_matches(stream.manifest, tokenizer_identity)
+    source = _ConsecutiveWindows(stream, seq_len, max_windows)
     ds = grain.MapDataset.source(source)[process_index::process_count]
     return ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -117,22 +117,25 @@ def _read_done(out_dir: str, index: int) -> ShardResult | None:
     return dataclasses.replace(ShardResult(**data), reused=True)
 
 
-def _resolve_tokenizer(out_dir, tokenizer, train_vocab, plan):
-    """Load (or train) the tokenizer and keep a copy of its file inside `out_dir`."""
+def _resolve_tokenizer(out_dir, tokenizer, train_vocab, plan, plan_desc):
+    """Load (or train) the tokenizer, check `out_dir` against it, keep its file inside `out_dir`."""
     local = os.path.join(out_dir, "tokenizer.json")
+    has_manifest = os.path.isfile(os.path.join(out_dir, manifest_lib.MANIFEST_NAME))
     if train_vocab:
         if not os.path.isfile(local):
+            if has_manifest:
+                raise ValueError(f"{out_dir=} holds a corpus prepared without a trained tokenizer")
             texts = (
                 t for task in plan for t in sources.iter_documents(task, collections.Counter())
             )
             tokenizer_lib.train_bpe(texts, vocab_size=train_vocab, out_path=local)
-        return tokenizer_lib.load_tokenizer(local)
+        tok = tokenizer_lib.load_tokenizer(local)
+        _check_existing(out_dir, tok, plan_desc)
+        return tok
     tok = tokenizer_lib.load_tokenizer(tokenizer)
+    _check_existing(out_dir, tok, plan_desc)
     if isinstance(tok, tokenizer_lib.HFTokenizer):
         if os.path.abspath(tok.path) != os.path.abspath(local):
-            existing = os.path.isfile(local) and tokenizer_lib.HFTokenizer(local).identity
-            if existing and existing != tok.identity:
-                raise ValueError(f"{out_dir=} already holds a different tokenizer.json")
             shutil.copyfile(tok.path, local)
         tok = tokenizer_lib.load_tokenizer(local)
     return tok
@@ -207,8 +210,7 @@ def prepare_corpus(
     )
     plan_desc = [t.describe() for t in plan]
     os.makedirs(out_dir, exist_ok=True)
-    tok = _resolve_tokenizer(out_dir, tokenizer, train_tokenizer_vocab, plan)
-    _check_existing(out_dir, tok, plan_desc)
+    tok = _resolve_tokenizer(out_dir, tokenizer, train_tokenizer_vocab, plan, plan_desc)
     token_dtype = manifest_lib.token_dtype_for(tok.vocab_size)
     base = {
         "format": manifest_lib.FORMAT,

@@ -196,9 +196,14 @@ def _check_parquet_column(path: str, field: str) -> None:
 
 
 def _read_text_file(path: str, skipped: collections.Counter) -> str | None:
-    """Strict UTF-8 text of a file, or None (counted) when undecodable or empty."""
-    with open(path, "rb") as f:
-        raw = f.read()
+    """Strict UTF-8 text of a file, or None (counted) when unreadable, undecodable or empty."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        logger.warning("skipping %s: %s", path, e)
+        skipped["unreadable"] += 1
+        return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -212,26 +217,37 @@ def _read_text_file(path: str, skipped: collections.Counter) -> str | None:
 
 
 def _iter_jsonl(path: str, field: str, arxiv_only: bool, skipped) -> Iterator[str]:
-    """Texts of the lines of a (gzipped) jsonl file."""
+    """Texts of the lines of a (gzipped) jsonl file; a corrupt tail is one counted skip."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line.decode("utf-8"))
-                text = record[field]
-            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-                logger.warning("skipping %s:%d: not a JSON object with %r", path, lineno, field)
-                skipped["bad_record"] += 1
-                continue
-            if arxiv_only and not _is_arxiv(record):
-                skipped["filtered"] += 1
-                continue
-            if not isinstance(text, str) or not text.strip():
-                skipped["empty"] += 1
-                continue
-            yield text
+    try:
+        with opener(path, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                text = _jsonl_text(line, path, lineno, field, arxiv_only, skipped)
+                if text is not None:
+                    yield text
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError.
+        logger.warning("stopping early in %s: %s", path, e)
+        skipped["unreadable"] += 1
+
+
+def _jsonl_text(line, path, lineno, field, arxiv_only, skipped) -> str | None:
+    """The text of one jsonl line, or None (counted) when it is bad, filtered or empty."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line.decode("utf-8"))
+        text = record[field]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        logger.warning("skipping %s:%d: not a JSON object with %r", path, lineno, field)
+        skipped["bad_record"] += 1
+        return None
+    if arxiv_only and not _is_arxiv(record):
+        skipped["filtered"] += 1
+        return None
+    if not isinstance(text, str) or not text.strip():
+        skipped["empty"] += 1
+        return None
+    return text
 
 
 def _is_arxiv(record: dict) -> bool:

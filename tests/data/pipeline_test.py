@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gca_jax.data import (
     TokenStream,
@@ -167,3 +169,20 @@ def test_multiprocess_prefetch_matches_in_process(byte_corpus, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "same" in proc.stdout
+
+
+def test_datasets_refuse_other_tokenizer(byte_corpus, tiny_bpe_path):
+    other = load_tokenizer(tiny_bpe_path).identity
+    with pytest.raises(ValueError, match="different tokenizer"):
+        make_train_dataset(byte_corpus, seq_len=8, batch_size=1, seed=0, tokenizer_identity=other)
+    with pytest.raises(ValueError, match="different tokenizer"):
+        make_eval_dataset(byte_corpus, seq_len=8, batch_size=1, tokenizer_identity=other)
+    same = load_tokenizer("bytes").identity
+    make_eval_dataset(byte_corpus, seq_len=8, batch_size=1, tokenizer_identity=same)
+
+
+@given(start=st.integers(0, 10**6), length=st.integers(1, 5000))
+def test_token_stream_read_matches_reference(byte_corpus, docs, start, length):
+    expected = _stream(docs)
+    idx = (start + np.arange(length)) % expected.shape[0]
+    np.testing.assert_array_equal(TokenStream(byte_corpus).read(start, length), expected[idx])

@@ -222,3 +222,31 @@ def test_text_holdout_splits_are_disjoint(tmp_path, docs):
         prepare.prepare_corpus(
             [str(tmp_path / "in")], tmp_path / "x", format="pg19", holdout_every=4
         )
+
+
+def test_truncated_gzip_keeps_earlier_documents(tmp_path, docs):
+    (tmp_path / "in").mkdir()
+    with gzip.open(tmp_path / "full.jsonl.gz", "wt") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}) + "\n")
+    data = (tmp_path / "full.jsonl.gz").read_bytes()
+    (tmp_path / "in" / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    manifest = prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "c", format="jsonl")
+    assert 0 < manifest["num_documents"] < len(docs)
+    assert manifest["skipped"] == {"unreadable": 1}
+    assert _documents(tmp_path / "c") == docs[: manifest["num_documents"]]
+
+
+def test_mismatched_tokenizer_leaves_directory_untouched(tmp_path, docs, tiny_bpe_path):
+    write_docs(tmp_path / "in", docs[:2])
+    prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "c", format="text")
+    before = sorted(os.listdir(tmp_path / "c"))
+    with pytest.raises(ValueError, match="different tokenizer"):
+        prepare.prepare_corpus(
+            [str(tmp_path / "in")], tmp_path / "c", format="text", tokenizer=tiny_bpe_path
+        )
+    with pytest.raises(ValueError, match="prepared without a trained tokenizer"):
+        prepare.prepare_corpus(
+            [str(tmp_path / "in")], tmp_path / "c", format="text", train_tokenizer_vocab=300
+        )
+    assert sorted(os.listdir(tmp_path / "c")) == before
