@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gca_jax.data import load_tokenizer, summarization
 
@@ -75,3 +77,29 @@ def test_pairs_from_parquet_and_jsonl(tmp_path):
 def test_bad_format_sizes():
     with pytest.raises(ValueError, match="leaves no room for a k \\* chunk_size \\+ 1 prompt"):
         _fmt(max_len=10, max_sum_len=8, chunk_size=4)
+
+
+@given(
+    doc_len=st.integers(0, 300),
+    sum_len=st.integers(0, 80),
+    chunk_size=st.sampled_from([4, 7, 63, 64]),
+    extra=st.integers(0, 200),
+)
+def test_format_invariants(doc_len, sum_len, chunk_size, extra):
+    max_sum_len = 16
+    max_len = max_sum_len + 1 + chunk_size + 4 + extra
+    fmt = _fmt(max_len=max_len, max_sum_len=max_sum_len, chunk_size=chunk_size)
+    out = summarization.format_example(np.arange(doc_len), np.arange(500, 500 + sum_len), fmt)
+    p, tokens = out["prompt_len"], out["tokens"]
+    assert tokens.shape == (max_len,) and p % chunk_size == 1
+    np.testing.assert_array_equal(tokens[p - 3 : p], [900, 901, 902])
+    summary = tokens[p:][tokens[p:] != 998]
+    assert summary[-1] == 999 and summary.shape[0] <= max(sum_len + 1, max_sum_len)
+    doc = tokens[: p - 3][tokens[: p - 3] != 998]
+    np.testing.assert_array_equal(doc, np.arange(doc.shape[0]))  # A prefix of the document.
+    if doc.shape[0] < doc_len:  # Only cut when the whole example could not fit.
+        assert _aligned_len(doc_len + 3, chunk_size) + sum_len + 1 > max_len
+
+
+def _aligned_len(n, c):
+    return -(-n // c) * c + 1
