@@ -13,6 +13,8 @@ files), restore logs a warning naming it and falls back to the previous one.
 import json
 import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import grain
@@ -107,6 +109,7 @@ class Checkpointer:
                 )
                 continue
             logger.info("checkpoint: restored step %d from %s", step, self.directory)
+            self._set_aside([s for s in steps if s > step])
             return step, restored["state"]
         if steps:
             raise DamagedCheckpointError(
@@ -114,6 +117,21 @@ class Checkpointer:
                 "directory away or pass --fresh to start over"
             )
         return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Moves unreadable checkpoints to ``<dir>/../damaged_checkpoints`` (kept for autopsy).
+
+        The resumed run can then save those steps again.
+        """
+        if not steps or jax.process_index() != 0:
+            return
+        target = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
+        os.makedirs(target, exist_ok=True)
+        for step in steps:
+            dest = os.path.join(target, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.move(os.path.join(self.directory, str(step)), dest)
+            logger.warning("moved damaged checkpoint step %d to %s", step, dest)
+        self._mngr.reload()
 
     def wait(self) -> None:
         """Blocks until pending saves are written."""
