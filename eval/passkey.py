@@ -12,6 +12,7 @@ from eval import _common
 
 
 def main(argv=None) -> None:
+    """Parses arguments, runs the evaluation, writes the results."""
     p = _common.parser("python -m eval.passkey", __doc__)
     p.add_argument("--task", choices=("single", "multi", "multihop"), default="single")
     p.add_argument("--lengths", default="4k,16k", help="comma list: 4k,16k,...,16M")

@@ -12,6 +12,7 @@ from eval import _common
 
 
 def main(argv=None) -> None:
+    """Parses arguments, runs the evaluation, writes the results."""
     p = _common.parser("python -m eval.ppl", __doc__)
     p.add_argument("--lengths", default=None, help="window lengths (default data.seq_len)")
     p.add_argument("--windows", type=int, default=None, help="max windows per length")

@@ -47,6 +47,10 @@ def _check_same_model(saved: Config, asked: Config, where: str) -> None:
         raise ValueError(f"checkpoint {where} and config differ in model: {'; '.join(diffs)}")
 
 
+def _path_key(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
 def _restore_params(step_dir: str, model: nnx.Module) -> nnx.Module:
     """Reads the saved params into ``model`` after checking every leaf's shape and dtype."""
     import orbax.checkpoint as ocp  # Lazy: only checkpoint loading needs it.
@@ -56,17 +60,24 @@ def _restore_params(step_dir: str, model: nnx.Module) -> nnx.Module:
     with ocp.StandardCheckpointer() as ckptr:
         saved = ckptr.restore(os.path.join(step_dir, "state"))
     params = saved["params"] if isinstance(saved, dict) else saved.params
-    if jax.tree.structure(params) != jax.tree.structure(target):
-        raise ValueError(f"checkpoint {step_dir}: parameter tree differs from the model's")
-    for (path, got), want in zip(
-        jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(target), strict=True
-    ):
-        if got.shape != want.shape or np.dtype(got.dtype) != np.dtype(want.dtype):
+    # Orbax may restore integer keys (layer lists) as strings: match leaves by printed path.
+    got = {_path_key(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    paths, treedef = jax.tree_util.tree_flatten_with_path(target)
+    missing = sorted({_path_key(p) for p, _ in paths} ^ set(got))
+    if missing:
+        raise ValueError(
+            f"checkpoint {step_dir}: parameter tree differs from the model's at {missing[:5]}"
+        )
+    leaves = []
+    for path, want in paths:
+        leaf = got[_path_key(path)]
+        if leaf.shape != want.shape or np.dtype(leaf.dtype) != np.dtype(want.dtype):
             raise ValueError(
-                f"checkpoint {step_dir}: {jax.tree_util.keystr(path)} is {got.shape} {got.dtype}, "
-                f"the model expects {want.shape} {want.dtype}"
+                f"checkpoint {step_dir}: {'/'.join(_path_key(path))} is {leaf.shape} "
+                f"{leaf.dtype}, the model expects {want.shape} {want.dtype}"
             )
-    nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, params))
+        leaves.append(jax.numpy.asarray(leaf))
+    nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, leaves))
     return nnx.merge(graphdef, state)
 
 
