@@ -107,9 +107,13 @@ def _single(hay, tpl, rng, *, chunk_size, n):
     length = hay.shape[0]
     pk = rng.choice(tpl.passkey_vocab, size=n)
     needle = tpl.cat("|", "The passkey is:", pk, "|")
-    high = length - 2 * chunk_size - needle.shape[0]
     q_len = tpl.pieces["|What is the passkey? The passkey is"].shape[0]
-    if high <= 0 or length - chunk_size + 1 - q_len < high + needle.shape[0] - 1:
+    q_start = length - chunk_size + 1 - q_len
+    # Spec §6.2 draws start in [0, T - 2c - N). When the question is longer than a chunk (small c,
+    # byte ids) the needle must also end before the question starts; for GPT-2 ids and c >= 10
+    # that bound is looser than the original one, so the original distribution is kept.
+    high = min(length - 2 * chunk_size - needle.shape[0], q_start - needle.shape[0] + 1)
+    if high <= 0:
         raise ValueError(
             f"haystack length T={length} too short for the single task at {chunk_size=}"
         )

@@ -183,3 +183,22 @@ def test_rejects_bad_inputs(byte_corpus, tiny_bpe_path):
             chunk_size=63,
             seed=0,
         )
+
+
+@pytest.mark.parametrize("task", niah.TASKS)
+def test_small_chunks_with_long_byte_questions(task):
+    """c = 15 (the tiny config) is shorter than the byte-level questions: needles stay intact."""
+    tok = load_tokenizer("bytes")
+    tpl = niah.NiahTemplates.from_tokenizer(tok)
+    for seed in range(20):
+        s = niah.make_niah_sample(
+            _haystack(240, tok, seed),
+            task=task,
+            templates=tpl,
+            chunk_size=15,
+            rng=np.random.default_rng(seed),
+        )
+        start, n = s["answer_start"], s["answer_len"]
+        assert start == 600 - 15 + 1
+        for needle in _expected_needles(task, s["tokens"], start, n, tpl):
+            assert len(_find(s["tokens"][:start], needle)) == 1
