@@ -192,7 +192,7 @@ def test_small_chunks_with_long_byte_questions(task):
     tpl = niah.NiahTemplates.from_tokenizer(tok)
     for seed in range(20):
         s = niah.make_niah_sample(
-            _haystack(240, tok, seed),
+            _haystack(600, tok, seed),
             task=task,
             templates=tpl,
             chunk_size=15,
