@@ -1,0 +1,194 @@
+"""Training throughput and memory: DRT-128M vs the SWA baseline vs full attention, one device.
+
+    python -m benchmarks.train_throughput [--cases drt:16k:4:full,swa:16k:4:full ...]
+
+Each case is ``model:length:batch:remat``: model in {drt, swa, full} (configs drt_128m_pg19.yaml,
+swa_128m.yaml, and swa_128m.yaml with window -1), length in {4k, 16k, 64k} (4032, 16380, 65520 raw
+tokens, multiples of S = 63) or a number. Random tokens, the real jitted train step (AdamW,
+clipping, donation), kernel_backend=auto. Per case: compile, 2 warm-up steps, then the median of
+``--steps`` timed steps. Peak memory is XLA's compiled estimate (arguments + outputs + temporaries
+- aliased), since the allocator's peak counter cannot be reset between cases. Prints one markdown
+table (plus ratios) with date, GPU, jax version and command.
+"""
+
+import argparse
+import datetime
+import logging
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+from gca_jax import sharding as shard_lib
+from gca_jax.config import MeshConfig, load_config
+from gca_jax.training.metrics import flops_per_token, peak_flops
+from gca_jax.training.optimizer import lr_schedule, make_optimizer
+from gca_jax.training.state import init_state
+from gca_jax.training.step import make_train_step
+
+MODELS = {
+    "drt": ("configs/drt_128m_pg19.yaml", []),
+    "swa": ("configs/swa_128m.yaml", []),
+    "full": ("configs/swa_128m.yaml", ["model.window=-1"]),
+    "tiny": ("configs/tiny.yaml", []),  # CPU smoke test of this script
+}
+LENGTHS = {"4k": 4032, "16k": 16380, "64k": 65520}
+DEFAULT_CASES = (
+    "drt:16k:4:full,swa:16k:4:full,full:16k:4:full,drt:64k:1:full,full:64k:1:full,"
+    "swa:64k:1:full,drt:4k:16:full,swa:4k:16:full,full:4k:16:full"
+)
+
+
+class _BackendLog(logging.Handler):
+    """Collects the kernels' 'auto -> backend' choices (logged once per op and backend)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.seen: list[str] = []
+
+    def emit(self, record):
+        self.seen.append(record.getMessage().split(" (")[0])
+
+
+def _length(name: str) -> int:
+    return LENGTHS[name] if name in LENGTHS else int(name)
+
+
+def run_case(spec: str, steps: int) -> dict:
+    """Compiles and times one case; returns a row dict (``error`` set when it failed)."""
+    model, length, batch, remat = spec.split(":")
+    path, extra = MODELS[model]
+    seq, batch = _length(length), int(batch)
+    cfg = load_config(
+        path,
+        extra
+        + [
+            f"data.seq_len={seq}",
+            f"data.batch_size={batch}",
+            f"model.remat={remat}",
+            "model.kernel_backend=auto",
+        ],
+    )
+    row = {"model": model, "T": seq, "B": batch, "remat": remat}
+    mesh = shard_lib.make_mesh(MeshConfig(data=-1), jax.devices()[:1])
+    tx = make_optimizer(cfg.train)
+    t0 = time.perf_counter()
+    mdef, state, shardings = init_state(cfg.model, cfg.train.seed, tx, mesh)
+    step = jax.jit(
+        make_train_step(mdef, tx, lr_schedule(cfg.train), cfg.train),
+        in_shardings=(shardings, {"tokens": shard_lib.batch_sharding(mesh)}),
+        out_shardings=(shardings, None),
+        donate_argnames=("state",),
+    )
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg.model.pad_id, (batch, seq), dtype=np.int32)
+    with jax.set_mesh(mesh):
+        batch_arr = shard_lib.global_batch({"tokens": tokens}, mesh)
+        compiled = step.lower(state, batch_arr).compile()
+        row["compile_s"] = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            peak = (
+                mem.argument_size_in_bytes
+                + mem.output_size_in_bytes
+                + mem.temp_size_in_bytes
+                - mem.alias_size_in_bytes
+            )
+            row["peak_gib"] = peak / 2**30
+        for _ in range(2):
+            state, metrics = compiled(state, batch_arr)
+        jax.block_until_ready(metrics["loss"])
+        times = []
+        for _ in range(steps):
+            t = time.perf_counter()
+            state, metrics = compiled(state, batch_arr)
+            jax.block_until_ready(metrics["loss"])
+            times.append(time.perf_counter() - t)
+    row["step_ms"] = 1e3 * statistics.median(times)
+    row["tok_s"] = batch * seq / statistics.median(times)
+    row["loss"] = float(metrics["loss"])
+    peak_dev = peak_flops(jax.devices()[0])
+    if peak_dev:
+        row["mfu"] = flops_per_token(cfg.model, seq) * row["tok_s"] / peak_dev
+    return row
+
+
+def _fmt(row: dict) -> str:
+    def get(key, fmt):
+        return fmt.format(row[key]) if key in row else "-"
+
+    status = row.get("error", "ok")
+    return (
+        f"| {row['model']} | {row['T']} | {row['B']} | {row['remat']} | {get('step_ms', '{:.1f}')} "
+        f"| {get('tok_s', '{:,.0f}')} | {get('mfu', '{:.1%}')} | {get('peak_gib', '{:.1f}')} "
+        f"| {get('compile_s', '{:.0f}')} | {status} |"
+    )
+
+
+def _ratios(rows: list[dict]) -> list[str]:
+    ok = {(r["model"], r["T"]): r for r in rows if "tok_s" in r}
+    lines = []
+    for t in sorted({r["T"] for r in rows}):
+        drt = ok.get(("drt", t))
+        if drt is None:
+            continue
+        parts = [f"T={t}:"]
+        if ("swa", t) in ok:
+            # Per-token step-time ratio (batches may differ between cases).
+            ratio = ok[("swa", t)]["tok_s"] / drt["tok_s"]
+            parts.append(f"DRT step / SWA step (per token) = {ratio:.2f} (target <= 1.2)")
+        if ("full", t) in ok:
+            ratio = drt["tok_s"] / ok[("full", t)]["tok_s"]
+            parts.append(f"DRT tokens/s / full attention = {ratio:.2f}x")
+        lines.append("- " + "; ".join(parts))
+    return lines
+
+
+def main(argv=None) -> int:
+    """Runs the cases within the time budget and prints the markdown report."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput", description=__doc__)
+    p.add_argument("--cases", default=DEFAULT_CASES, help="comma list of model:len:batch:remat")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per case (median)")
+    p.add_argument("--budget_s", type=float, default=270.0, help="start no case after this")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    backends = _BackendLog()
+    kernel_log = logging.getLogger("kernels._backend")
+    kernel_log.setLevel(logging.INFO)
+    kernel_log.addHandler(backends)
+    start, rows = time.perf_counter(), []
+    for spec in args.cases.split(","):
+        model, length, batch, remat = spec.split(":")
+        row = {"model": model, "T": _length(length), "B": int(batch), "remat": remat}
+        if time.perf_counter() - start > args.budget_s:
+            rows.append({**row, "error": "not run (time budget)"})
+            continue
+        try:
+            rows.append(run_case(spec, args.steps))
+        except (jax.errors.JaxRuntimeError, ValueError, NotImplementedError) as e:
+            msg = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+            rows.append({**row, "error": f"failed: {msg}"})
+        print(_fmt(rows[-1]), file=sys.stderr, flush=True)
+    dev = jax.devices()[0]
+    print(
+        f"\nDate: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: "
+        f"{dev.device_kind}; jax {jax.__version__}; kernels: {', '.join(backends.seen) or '-'}"
+    )
+    print(f"Command: `python -m benchmarks.train_throughput {' '.join(argv or sys.argv[1:])}`\n")
+    print(
+        "| model | T | B/device | remat | step ms | tokens/s | MFU | peak GiB (XLA) | compile s "
+        "| status |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(_fmt(row))
+    print()
+    for line in _ratios(rows):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
