@@ -146,7 +146,10 @@ def _check_existing(out_dir: str, tok, plan_desc: list) -> None:
     if not os.path.isfile(os.path.join(out_dir, manifest_lib.MANIFEST_NAME)):
         return
     old = manifest_lib.read_manifest(out_dir, require_complete=False)
-    manifest_lib.check_tokenizer_matches(old, tok.identity)
+    try:
+        manifest_lib.check_tokenizer_matches(out_dir, tok.identity)
+    except ValueError as e:
+        raise ValueError(f"output directory: {e}; or use a new output directory") from e
     if old.get("plan") != plan_desc:
         raise ValueError(
             f"{out_dir=} holds a corpus prepared from other inputs or options; "
