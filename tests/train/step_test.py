@@ -1,6 +1,8 @@
 """Train step properties: skipped non-finite steps, grad accumulation == big batch,
 sharded (2, 2, 2) step == single-device step."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,29 +19,36 @@ def _batch(cfg, seed=0):
     return {"tokens": rng.integers(0, 256, (cfg.data.batch_size, cfg.data.seq_len), np.int32)}
 
 
-def _one_step(cfg, mesh, state=None, batch=None):
+@functools.cache
+def _compiled(cfg, mesh):
+    """Jitted step, initial state and shardings; cached so tests share compilations."""
     tx = make_optimizer(cfg.train)
     mdef, init, shardings = init_state(cfg.model, cfg.train.seed, tx, mesh)
-    state = init if state is None else state
     step = jax.jit(
         make_train_step(mdef, tx, lr_schedule(cfg.train), cfg.train),
         in_shardings=(shardings, {"tokens": shard_lib.batch_sharding(mesh)}),
         out_shardings=(shardings, None),
     )
+    return step, init
+
+
+def _one_step(cfg, mesh, state=None):
+    step, init = _compiled(cfg, mesh)
     with jax.set_mesh(mesh):
-        batch = shard_lib.global_batch(batch or _batch(cfg), mesh)
-        return init, *step(state, batch)
+        batch = shard_lib.global_batch(_batch(cfg), mesh)
+        return init, *step(init if state is None else state, batch)
 
 
 def _mesh(data, fsdp, tensor, n):
     return shard_lib.make_mesh(MeshConfig(data=data, fsdp=fsdp, tensor=tensor), jax.devices()[:n])
 
 
+SWA = ("model.model_type=swa_lm", "model.dtype=float32", "train.warmup_steps=0")
+
+
 def test_non_finite_step_is_skipped_and_counted():
-    cfg = tiny_config("model.dtype=float32", "train.warmup_steps=0")
-    mesh = _mesh(1, 1, 1, 1)
-    tx = make_optimizer(cfg.train)
-    _, state, _ = init_state(cfg.model, cfg.train.seed, tx, mesh)
+    cfg, mesh = tiny_config(*SWA), _mesh(1, 1, 1, 1)
+    _, state = _compiled(cfg, mesh)
     table = state.params["embed"]["table"]
     bad = state.replace(params={**state.params, "embed": {"table": table.at[3, 0].set(jnp.nan)}})
     bad_copy = jax.tree.map(np.asarray, bad)
@@ -56,10 +65,9 @@ def test_non_finite_step_is_skipped_and_counted():
 
 def test_grad_accumulation_equals_big_batch():
     # swa_lm: no Gumbel noise, so micro-batches see exactly the big batch's computation.
-    over = ["model.model_type=swa_lm", "model.dtype=float32", "train.warmup_steps=0"]
     mesh = _mesh(1, 1, 1, 1)
-    _, big, m_big = _one_step(tiny_config(*over), mesh)
-    _, acc, m_acc = _one_step(tiny_config(*over, "train.grad_accum=4"), mesh)
+    _, big, m_big = _one_step(tiny_config(*SWA), mesh)
+    _, acc, m_acc = _one_step(tiny_config(*SWA, "train.grad_accum=4"), mesh)
     np.testing.assert_allclose(float(m_acc["loss"]), float(m_big["loss"]), rtol=1e-6)
     np.testing.assert_allclose(float(m_acc["grad_norm"]), float(m_big["grad_norm"]), rtol=1e-5)
     # Adam's first step is ~lr * sign(g): near-zero gradient entries amplify rounding, so
