@@ -25,8 +25,10 @@ def _is_pow2(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
 
 
-def _kernel_support(dtype, slots: int, head_dim: int) -> tuple[bool, str]:
+def _kernel_support(dtype, slots: int, head_dim: int, scale: float) -> tuple[bool, str]:
     """Whether the Pallas-Triton kernels take these sizes (power-of-2 tiles, tensor-core dots)."""
+    if not scale > 0:
+        return False, f"{scale=} must be positive"
     if jnp.dtype(dtype) not in [jnp.dtype(t) for t in _KERNEL_DTYPES]:
         return False, f"dtype {jnp.dtype(dtype)} not in float32/bfloat16/float16"
     if not (_is_pow2(slots) and 16 <= slots <= 128):
@@ -114,7 +116,9 @@ def gca_attention(
         raise UnsupportedInputError(f"{op}: idx dtype must be int32, got {idx_BxCxK.dtype}")
     if not jnp.issubdtype(w_BxCxK.dtype, jnp.floating):
         raise UnsupportedInputError(f"{op}: w must be floating, got {w_BxCxK.dtype}")
-    ok, why = _kernel_support(q_BxCxPxHxd.dtype, keys_BxExSxHkvxd.shape[2], q_BxCxPxHxd.shape[4])
+    ok, why = _kernel_support(
+        q_BxCxPxHxd.dtype, keys_BxExSxHkvxd.shape[2], q_BxCxPxHxd.shape[4], scale
+    )
     chosen = resolve_backend(op, backend, pallas_supported=ok, reason=why)
     if chosen == "xla":
         return reference.gca_attention_reference(
@@ -179,7 +183,7 @@ def gca_decode(
         raise UnsupportedInputError(
             f"{op}: w shape {w_BxK.shape} must be (B, K) = {keys_BxKxSxHkvxd.shape[:2]}"
         )
-    ok, why = _kernel_support(q_BxNxHxd.dtype, keys_BxKxSxHkvxd.shape[2], q_BxNxHxd.shape[3])
+    ok, why = _kernel_support(q_BxNxHxd.dtype, keys_BxKxSxHkvxd.shape[2], q_BxNxHxd.shape[3], scale)
     chosen = resolve_backend(op, backend, pallas_supported=ok, reason=why)
     if chosen == "xla":
         return reference.gca_decode_reference(

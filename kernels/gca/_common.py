@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -79,3 +80,45 @@ def prob_dot(p: jax.Array, x: jax.Array, *, use_tf32: bool, trans_a: bool = Fals
     if use_tf32 and x.dtype != jnp.float32:
         return plt.dot(p, x.astype(jnp.float32), trans_a=trans_a, precision=jax.lax.Precision.HIGH)
     return dot(p.astype(x.dtype), x, trans_a=trans_a)
+
+
+class RowTiles(typing.NamedTuple):
+    """How a chunk's P query rows are cut into power-of-2 tiles.
+
+    num_main tiles of block rows, then one tail tile of tail rows (0 if none), so P = 65 costs
+    64 + 16 rows, not 128.
+
+    Example: P = 65, block = 64 -> RowTiles(block=64, num_main=1, tail=16), padded = 80.
+    """
+
+    block: int
+    num_main: int
+    tail: int
+
+    @property
+    def count(self) -> int:
+        return self.num_main + (self.tail > 0)
+
+    @property
+    def padded(self) -> int:
+        return self.num_main * self.block + self.tail
+
+
+def row_tiles(rows: int, block: int) -> RowTiles:
+    """Tiles of at most `block` rows (a power of 2 >= 16) covering `rows` rows."""
+    num_main, rem = divmod(rows, block)
+    tail = max(16, pl.next_power_of_2(rem)) if rem else 0
+    if tail == block:  # A tail as large as a main tile is just another (masked) main tile.
+        return RowTiles(block, num_main + 1, 0)
+    return RowTiles(block, num_main, tail)
+
+
+def for_row_tile(tiles: RowTiles, t, body) -> None:
+    """Runs body(first_row, tile_rows) for tile t (dynamic), with tile_rows static per branch."""
+    if not tiles.tail:
+        body(t * tiles.block, tiles.block)
+        return
+    if tiles.num_main:
+        pl.when(t < tiles.num_main)(lambda: body(t * tiles.block, tiles.block))
+    # t * block, not a Python int: a static start past P - tail would fail the bounds check.
+    pl.when(t == tiles.num_main)(lambda: body(t * tiles.block, tiles.tail))

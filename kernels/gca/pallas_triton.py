@@ -31,7 +31,15 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
 from kernels.gca import pallas_triton_vjp as vjp
-from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, prob_dot, row_mask
+from kernels.gca._common import (
+    LOG2_E,
+    GcaBlockConfig,
+    dot,
+    for_row_tile,
+    prob_dot,
+    row_mask,
+    row_tiles,
+)
 
 
 def _gca_fwd_kernel(
@@ -47,38 +55,41 @@ def _gca_fwd_kernel(
     use_tf32,
     rows,
     num_k,
-    block_q,
-    num_q_blocks,
+    tiles,
 ):
-    """One (query chunk, query tile, head, batch): loops over the K retrieved chunks.
+    """One (query chunk, row tile, head, batch): loops over the K retrieved chunks.
 
     Refs: q/out (P, d); keys/values (E, S, d) — the whole memory of this (batch, kv head);
     idx/w (K,); lse (K, P_pad) base-2 log-sum-exp.
     """
-    q0 = (pl.program_id(0) % num_q_blocks) * block_q
-    mask_Q = row_mask(q0, block_q, rows)
-    q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
     qk_scale = scale * LOG2_E  # Softmax in base 2: exp2 is the fast path on the GPU.
 
-    def one_chunk(k, acc_Qxd):
-        e = idx_ref[k]
-        k_Sxd = keys_ref[e, :, :]
-        v_Sxd = values_ref[e, :, :]
-        s_QxS = dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale
-        m_Q = jnp.max(s_QxS, axis=1)
-        p_QxS = jnp.exp2(s_QxS - m_Q[:, None])
-        l_Q = jnp.sum(p_QxS, axis=1)
-        o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
-        lse_ref[k, pl.ds(q0, block_q)] = m_Q + jnp.log2(l_Q)
-        coef_Q = w_ref[k].astype(jnp.float32) / l_Q
-        return acc_Qxd + o_Qxd * coef_Q[:, None]
+    def tile(q0, block_q):
+        mask_Q = row_mask(q0, block_q, rows)
+        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
 
-    acc_Qxd = jax.lax.fori_loop(
-        0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
-    )
-    plt.store(
-        out_ref.at[pl.ds(q0, block_q), :], acc_Qxd.astype(out_ref.dtype), mask=mask_Q[:, None]
-    )
+        def one_chunk(k, acc_Qxd):
+            e = idx_ref[k]
+            k_Sxd = keys_ref[e, :, :]
+            v_Sxd = values_ref[e, :, :]
+            s_QxS = dot(q_Qxd, k_Sxd, trans_b=True)
+            # scale > 0, so the max commutes with it; exp2(s * c - m) is one FMA per score.
+            m_Q = jnp.max(s_QxS, axis=1) * qk_scale
+            p_QxS = jnp.exp2(s_QxS * qk_scale - m_Q[:, None])
+            l_Q = jnp.sum(p_QxS, axis=1)
+            o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
+            lse_ref[k, pl.ds(q0, block_q)] = m_Q + jnp.log2(l_Q)
+            coef_Q = w_ref[k].astype(jnp.float32) / l_Q
+            return acc_Qxd + o_Qxd * coef_Q[:, None]
+
+        acc_Qxd = jax.lax.fori_loop(
+            0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+        )
+        plt.store(
+            out_ref.at[pl.ds(q0, block_q), :], acc_Qxd.astype(out_ref.dtype), mask=mask_Q[:, None]
+        )
+
+    for_row_tile(tiles, pl.program_id(0) % tiles.count, tile)
 
 
 def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, interpret: bool):
@@ -87,31 +98,30 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
     e, s, hkv = keys.shape[1:4]
     k = idx.shape[2]
     group = h // hkv
-    bq = config.block_q
-    nq = pl.cdiv(p, bq)
+    tiles = row_tiles(p, config.block_q)
+    nt = tiles.count
     kernel = functools.partial(
         _gca_fwd_kernel,
         scale=scale,
         use_tf32=config.use_tf32_probs,
         rows=p,
         num_k=k,
-        block_q=bq,
-        num_q_blocks=nq,
+        tiles=tiles,
     )
-    q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nq, 0, hh, 0))
+    q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nt, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
-    ck_spec = pl.BlockSpec((None, None, k), lambda i, hh, bb: (bb, i // nq, 0))
+    ck_spec = pl.BlockSpec((None, None, k), lambda i, hh, bb: (bb, i // nt, 0))
     lse_spec = pl.BlockSpec(
-        (None, None, None, k, nq * bq), lambda i, hh, bb: (bb, i // nq, hh, 0, 0)
+        (None, None, None, k, tiles.padded), lambda i, hh, bb: (bb, i // nt, hh, 0, 0)
     )
     return pl.pallas_call(
         kernel,
-        grid=(c * nq, h, b),  # Query chunks fastest: concurrent programs share one memory slab.
+        grid=(c * nt, h, b),  # Query chunks fastest: concurrent programs share one memory slab.
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec],
         out_specs=[q_spec, lse_spec],
         out_shape=[
             jax.ShapeDtypeStruct(q.shape, q.dtype),
-            jax.ShapeDtypeStruct((b, c, h, k, nq * bq), jnp.float32),
+            jax.ShapeDtypeStruct((b, c, h, k, tiles.padded), jnp.float32),
         ],
         compiler_params=plt.CompilerParams(
             num_warps=config.num_warps, num_stages=config.num_stages
@@ -187,9 +197,9 @@ def _gca_decode_kernel(
     def one_chunk(k, acc_Nxd):
         k_Sxd = keys_ref[k, :, :]
         v_Sxd = values_ref[k, :, :]
-        s_NxS = dot(q_Nxd, k_Sxd, trans_b=True) * qk_scale
-        m_N = jnp.max(s_NxS, axis=1)
-        p_NxS = jnp.exp2(s_NxS - m_N[:, None])
+        s_NxS = dot(q_Nxd, k_Sxd, trans_b=True)
+        m_N = jnp.max(s_NxS, axis=1) * qk_scale  # scale > 0 (checked by the public op).
+        p_NxS = jnp.exp2(s_NxS * qk_scale - m_N[:, None])
         l_N = jnp.sum(p_NxS, axis=1)
         o_Nxd = prob_dot(p_NxS, v_Sxd, use_tf32=use_tf32)
         return acc_Nxd + o_Nxd * (w_ref[k].astype(jnp.float32) / l_N)[:, None]

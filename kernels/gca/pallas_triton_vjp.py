@@ -3,9 +3,10 @@
 Maths (seed-spec §2.3), per query chunk c, retrieved slot k (memory row e = idx[c, k]) and head:
 
     P_k = exp2(s_k * log2(e) - lse2_k)           probabilities recomputed from the saved LSE
-    O_k = P_k V_e                                 unweighted per-chunk output (recomputed)
-    delta_k[t] = <dO_t, O_k[t]>                   so dw_k = sum over heads and rows of delta_k
-    dS_k = w_k P_k * (dO V_e^T - delta_k)
+    dP_k = dO V_e^T
+    delta_k[t] = <dO_t, O_k[t]> = sum_j P_k[t, j] dP_k[t, j]     (O_k = P_k V_e, never formed)
+    dw_k = sum over heads and rows of delta_k
+    dS_k = w_k P_k * (dP_k - delta_k)
     dq = scale * sum_k dS_k K_e
     dK_e += scale * dS_k^T q,  dV_e += w_k P_k^T dO   over every (c, k) with idx[c, k] = e
 
@@ -25,7 +26,15 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from kernels.gca._common import LOG2_E, GcaBlockConfig, dot, prob_dot, row_mask
+from kernels.gca._common import (
+    LOG2_E,
+    GcaBlockConfig,
+    dot,
+    for_row_tile,
+    prob_dot,
+    row_mask,
+    row_tiles,
+)
 
 
 def inverse_index(
@@ -71,40 +80,42 @@ def _gca_bwd_dq_kernel(
     use_tf32,
     rows,
     num_k,
-    block_q,
-    num_q_blocks,
+    tiles,
 ):
-    """One (query chunk, query tile, head, batch): dq and delta over the K retrieved chunks.
+    """One (query chunk, row tile, head, batch): dq and delta over the K retrieved chunks.
 
     Refs: q/do/dq (P, d); keys/values (E, S, d); idx/w (K,); lse/delta (K, P_pad).
     """
-    q0 = (pl.program_id(0) % num_q_blocks) * block_q
-    mask_Q = row_mask(q0, block_q, rows)
-    q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
-    do_Qxd = plt.load(do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
     qk_scale = scale * LOG2_E
 
-    def one_chunk(k, dq_Qxd):
-        e = idx_ref[k]
-        k_Sxd = keys_ref[e, :, :]
-        v_Sxd = values_ref[e, :, :]
-        lse_Q = lse_ref[k, pl.ds(q0, block_q)]
-        p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
-        o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
-        delta_Q = jnp.sum(o_Qxd * do_Qxd.astype(jnp.float32), axis=1)
-        delta_ref[k, pl.ds(q0, block_q)] = delta_Q
-        dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
-        ds_QxS = (w_ref[k].astype(jnp.float32) * p_QxS) * (dp_QxS - delta_Q[:, None])
-        return dq_Qxd + prob_dot(ds_QxS, k_Sxd, use_tf32=use_tf32)
+    def tile(q0, block_q):
+        mask_Q = row_mask(q0, block_q, rows)
+        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
+        do_Qxd = plt.load(do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
 
-    dq_Qxd = jax.lax.fori_loop(
-        0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
-    )
-    plt.store(
-        dq_ref.at[pl.ds(q0, block_q), :],
-        (dq_Qxd * scale).astype(dq_ref.dtype),
-        mask=mask_Q[:, None],
-    )
+        def one_chunk(k, dq_Qxd):
+            e = idx_ref[k]
+            k_Sxd = keys_ref[e, :, :]
+            v_Sxd = values_ref[e, :, :]
+            lse_Q = lse_ref[k, pl.ds(q0, block_q)]
+            p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
+            dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
+            # <dO, O_k> = <dO, P_k V> = rowsum(P_k * dO V^T): O_k = P_k V is never recomputed.
+            delta_Q = jnp.sum(p_QxS * dp_QxS, axis=1)
+            delta_ref[k, pl.ds(q0, block_q)] = delta_Q
+            ds_QxS = (w_ref[k].astype(jnp.float32) * p_QxS) * (dp_QxS - delta_Q[:, None])
+            return dq_Qxd + prob_dot(ds_QxS, k_Sxd, use_tf32=use_tf32)
+
+        dq_Qxd = jax.lax.fori_loop(
+            0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+        )
+        plt.store(
+            dq_ref.at[pl.ds(q0, block_q), :],
+            (dq_Qxd * scale).astype(dq_ref.dtype),
+            mask=mask_Q[:, None],
+        )
+
+    for_row_tile(tiles, pl.program_id(0) % tiles.count, tile)
 
 
 def _gca_bwd_dkv_kernel(
@@ -126,8 +137,7 @@ def _gca_bwd_dkv_kernel(
     rows,
     num_k,
     group,
-    block_q,
-    num_q_blocks,
+    tiles,
     block_s,
     num_s_blocks,
 ):
@@ -149,10 +159,8 @@ def _gca_bwd_dkv_kernel(
         k = jax.lax.rem(pair, num_k)
         w = w_ref[c, k].astype(jnp.float32)
 
-        def one_tile(t, carry):
+        def one_tile(head, q0, block_q, carry):
             dk_Sxd, dv_Sxd = carry
-            head = kv_head * group + jax.lax.div(t, num_q_blocks)
-            q0 = jax.lax.rem(t, num_q_blocks) * block_q
             mask_Q = row_mask(q0, block_q, rows)[:, None]
             q_Qxd = plt.load(q_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
             do_Qxd = plt.load(do_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
@@ -165,7 +173,27 @@ def _gca_bwd_dkv_kernel(
             dk_Sxd = dk_Sxd + prob_dot(ds_QxS, q_Qxd, use_tf32=use_tf32, trans_a=True)
             return dk_Sxd, dv_Sxd
 
-        return jax.lax.fori_loop(0, group * num_q_blocks, one_tile, carry)
+        def one_head(g, carry):
+            head = kv_head * group + g
+            # Tile starts are traced (0 * head + ...): a static start whose tile runs past P
+            # fails the bounds check, and a jnp constant breaks the Triton lowering of the load.
+            zero = 0 * head
+            if tiles.num_main == 1:
+                carry = one_tile(head, zero, tiles.block, carry)
+            elif tiles.num_main > 1:
+                carry = jax.lax.fori_loop(
+                    0,
+                    tiles.num_main,
+                    lambda t, cr: one_tile(head, t * tiles.block, tiles.block, cr),
+                    carry,
+                )
+            if tiles.tail:
+                carry = one_tile(head, zero + tiles.num_main * tiles.block, tiles.tail, carry)
+            return carry
+
+        if group == 1:
+            return one_head(0, carry)
+        return jax.lax.fori_loop(0, group, one_head, carry)
 
     zeros_Sxd = jnp.zeros((block_s, k_Sxd.shape[1]), jnp.float32)
     dk_Sxd, dv_Sxd = jax.lax.fori_loop(
@@ -183,16 +211,16 @@ def gca_backward(
     e, s, hkv = keys.shape[1:4]
     k = idx.shape[2]
     group = h // hkv
-    bq = config.block_q
-    nq = pl.cdiv(p, bq)
+    tiles = row_tiles(p, config.block_q)
+    nt = tiles.count
     p_pad = lse2.shape[-1]
-    assert p_pad == nq * bq, (p_pad, nq, bq)
+    assert p_pad == tiles.padded, (p_pad, tiles)
     params = plt.CompilerParams(num_warps=config.num_warps_bwd, num_stages=config.num_stages_bwd)
 
-    q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nq, 0, hh, 0))
+    q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nt, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
-    ck_spec = pl.BlockSpec((None, None, k), lambda i, hh, bb: (bb, i // nq, 0))
-    lse_spec = pl.BlockSpec((None, None, None, k, p_pad), lambda i, hh, bb: (bb, i // nq, hh, 0, 0))
+    ck_spec = pl.BlockSpec((None, None, k), lambda i, hh, bb: (bb, i // nt, 0))
+    lse_spec = pl.BlockSpec((None, None, None, k, p_pad), lambda i, hh, bb: (bb, i // nt, hh, 0, 0))
     dq, delta = pl.pallas_call(
         functools.partial(
             _gca_bwd_dq_kernel,
@@ -200,10 +228,9 @@ def gca_backward(
             use_tf32=config.use_tf32_probs,
             rows=p,
             num_k=k,
-            block_q=bq,
-            num_q_blocks=nq,
+            tiles=tiles,
         ),
-        grid=(c * nq, h, b),
+        grid=(c * nt, h, b),
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec, lse_spec, q_spec],
         out_specs=[q_spec, lse_spec],
         out_shape=[
@@ -216,9 +243,8 @@ def gca_backward(
     )(q, keys, values, idx, w, lse2, dout)
 
     order, start, end = inverse_index(idx, w, e)
-    bq_kv = config.block_q_dkv
-    nq_kv = pl.cdiv(p, bq_kv)
-    assert nq_kv * bq_kv <= p_pad, (p_pad, bq_kv)
+    tiles_kv = row_tiles(p, config.block_q_dkv)
+    assert tiles_kv.padded <= p_pad, (tiles_kv, p_pad)  # block_q_dkv <= block_q.
     bs = config.block_s_dkv
     ns = s // bs
     batch_spec5 = pl.BlockSpec((None, c, p, h, d), lambda i, hh, bb: (bb, 0, 0, 0, 0))
@@ -232,8 +258,7 @@ def gca_backward(
             rows=p,
             num_k=k,
             group=group,
-            block_q=bq_kv,
-            num_q_blocks=nq_kv,
+            tiles=tiles_kv,
             block_s=bs,
             num_s_blocks=ns,
         ),
