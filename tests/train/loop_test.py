@@ -25,6 +25,8 @@ def _cfg(corpus):
         "train.warmup_steps=3",
         "train.eval_every=15",
         "eval.batches=1",
+        "eval.passkey_samples=1",
+        "eval.passkey_len=600",
     )
 
 
@@ -46,6 +48,7 @@ def test_loss_falls_on_repetitive_text(run):
         assert key in train[-1], key
     evals = [r for r in rows if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [15, 30] and evals[1]["loss"] < evals[0]["loss"]
+    assert 0.0 <= evals[1]["passkey_acc"] <= 1.0
     assert os.path.isdir(os.path.join(out, "best")) and os.listdir(os.path.join(out, "tensorboard"))
     assert result.eval_metrics["ppl"] == pytest.approx(np.exp(evals[1]["loss"]))
 
