@@ -14,6 +14,7 @@ length), so the jitted steps see one shape. Rows at or after ``num_chunks`` hold
 can only be picked with weight 0 (the causal mask excludes them).
 """
 
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -126,26 +127,33 @@ class ChunkStore:
     def gather_union(self, idx_BxCxK: jax.Array) -> tuple[ChunkMemory, jax.Array]:
         """Only the rows that ``idx`` uses, on the device, and ``idx`` remapped into them.
 
-        The gathered block has a static size U = min(C * K, E) per batch element (a union is
-        never larger), padded by repeating its first row, so the consumer compiles once.
+        The gathered block has U rows per batch element, the union's size rounded up to a power
+        of two (at least 256, at most min(C * K, E)), padded by repeating its first row: few
+        distinct shapes, so the consumer compiles a handful of times at most.
 
         Returns:
           (memory with keys/values (B, U, P', Hkv, d) and empty landmarks, remapped idx).
         """
         idx = np.asarray(idx_BxCxK)
         b, c, k = idx.shape
-        size = min(c * k, self.capacity)
+        uniq = [np.unique(idx[i], return_inverse=True) for i in range(b)]
+        largest = max(u.size for u, _ in uniq)
+        size = min(max(256, 1 << (largest - 1).bit_length()), c * k, self.capacity)
         rows_BxU = np.empty((b, size), np.int64)
         remapped = np.empty_like(idx)
-        for i in range(b):
-            uniq, inverse = np.unique(idx[i], return_inverse=True)
-            rows_BxU[i, : uniq.size] = uniq
-            rows_BxU[i, uniq.size :] = uniq[0]
+        for i, (u, inverse) in enumerate(uniq):
+            rows_BxU[i, : u.size] = u
+            rows_BxU[i, u.size :] = u[0]
             remapped[i] = inverse.reshape(c, k)
         sel = np.arange(b).reshape(-1, 1)
+        # Keys and values are gathered in two threads (numpy copies release the GIL).
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            keys, values = pool.map(
+                lambda a: jax.device_put(a[sel, rows_BxU]), [self.keys, self.values]
+            )
         memory = ChunkMemory(
             landmarks=jnp.zeros((b, 0, self.landmarks.shape[2]), jnp.float32),
-            keys=jax.device_put(self.keys[sel, rows_BxU]),
-            values=jax.device_put(self.values[sel, rows_BxU]),
+            keys=keys,
+            values=values,
         )
         return memory, jnp.asarray(remapped, jnp.int32)

@@ -12,7 +12,7 @@ from gca_jax.modeling import build_model
 def tiny_model_config(**overrides):
     """configs/tiny.yaml's model section in float32, with overrides."""
     cfg = load_config("configs/tiny.yaml").model
-    return dataclasses.replace(cfg, dtype="float32", **overrides)
+    return dataclasses.replace(cfg, **{"dtype": "float32", **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,170 @@
+"""Long-context inference on one GPU: passkey prefill to 16M tokens and decoding at 1M context.
+
+Run: `PYTHONPATH=. python3 -m benchmarks.longctx` (randomly initialised DRT-128M,
+configs/drt_128m_pg19.yaml). Each measurement runs in its own process, so the peak device memory
+(``memory_stats()["peak_bytes_in_use"]``) is its own. Prints a markdown table for
+docs/performance.md ("## Long-context inference") as rows finish; with $OUT set, also writes
+longctx.json there. `--smoke` runs the same plumbing on CPU with configs/tiny.yaml.
+
+Prefill: one sample of T raw tokens (random ids; a passkey sample costs the same), segmented
+prefill, logits only at the scored position, wall time end to end (compilation included).
+Decode: a chunk memory of the given context (synthetic content: the work per step does not
+depend on it), then timed greedy-style steps incl. chunk completions (retrieval refreshes).
+Does not import grain (absent on the GPU machine).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _model(config: str, overrides: list[str]):
+    from flax import nnx
+
+    from gca_jax.config import load_config
+    from gca_jax.modeling import build_model
+
+    cfg = load_config(config, overrides).model
+    return build_model(cfg, rngs=nnx.Rngs(0))
+
+
+def _peak_gb() -> float:
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use", float("nan")) / 1e9
+
+
+def run_prefill(job: dict) -> dict:
+    """One passkey-style prefill of ``job['length']`` raw tokens; wall time and peak memory."""
+    from gca_jax.inference import Engine
+
+    model = _model(job["config"], job["overrides"])
+    s = model.cfg.chunk_len
+    t = job["length"] // s * s
+    engine = Engine(model, segment_chunks=job["segment_chunks"], offload=job["offload"])
+    # Ordinary ids below pad_id (257 for bytes, 50257 for GPT-2).
+    tokens = np.random.default_rng(0).integers(0, model.cfg.pad_id, (1, t)).astype(np.int32)
+    start = time.perf_counter()
+    out = engine.prefill(tokens, logits_at=[t - s])
+    wall = time.perf_counter() - start
+    assert np.isfinite(out.logits).all()
+    return {"tokens": t, "wall_s": wall, "tokens_per_s": t / wall, "peak_gb": _peak_gb()}
+
+
+def run_decode(job: dict) -> dict:
+    """Decode steps at a context of ``job['length']`` tokens for batch ``job['batch']``."""
+    from gca_jax.inference import Decoder, Engine
+
+    model = _model(job["config"], job["overrides"])
+    cfg = model.cfg
+    engine = Engine(model, segment_chunks=job["segment_chunks"])
+    chunks = job["length"] // cfg.chunk_len
+    b, steps = job["batch"], job["steps"]
+    carry = engine.empty_carry(b, chunks + steps // cfg.chunk_len + 2)
+    carry.store.num_chunks = chunks  # synthetic memory: zero rows, same work per step
+    carry.num_positions = chunks * cfg.slots_per_chunk
+    decoder = Decoder(engine, carry)
+    ids = jnp.zeros((b,), jnp.int32)
+    for _ in range(cfg.chunk_len):  # warm-up: compiles the step and the chunk completion
+        decoder.feed(ids).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(steps):
+        decoder.feed(ids).block_until_ready()
+    wall = time.perf_counter() - start
+    return {
+        "tokens": b * steps,
+        "wall_s": wall,
+        "tokens_per_s": b * steps / wall,
+        "peak_gb": _peak_gb(),
+    }
+
+
+def _child(job: dict, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.longctx", "--job", json.dumps(job)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    lines = [x for x in res.stdout.splitlines() if x.startswith("{")]
+    if res.returncode or not lines:
+        return {"error": (res.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    return json.loads(lines[-1])
+
+
+def _row(job: dict, r: dict) -> str:
+    what = "prefill" if job["kind"] == "prefill" else f"decode B={job['batch']}"
+    mem = "host (offload)" if job.get("offload") else "device"
+    ctx = f"{job['length'] / (1 << 20):g}M" if job["length"] >= 1 << 20 else str(job["length"])
+    if "error" in r:
+        return f"| {what} | {ctx} | {mem} | failed: {r['error']} | | |"
+    return (
+        f"| {what} | {ctx} | {mem} | {r['wall_s']:.1f} | {r['tokens_per_s']:,.0f} | "
+        f"{r['peak_gb']:.2f} |"
+    )
+
+
+def main() -> None:
+    """Runs the measurements in child processes and prints the table."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--job", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--lengths", default="1M,4M,16M")
+    p.add_argument("--modes", default="device,offload")
+    p.add_argument("--decode_batches", default="1,16")
+    p.add_argument("--decode_context", default="1M")
+    p.add_argument("--decode_steps", type=int, default=126)
+    p.add_argument("--segment_chunks", type=int, default=256)
+    p.add_argument("--timeout", type=float, default=420, help="seconds per measurement")
+    p.add_argument("--smoke", action="store_true", help="CPU plumbing check, tiny config")
+    args = p.parse_args()
+    if args.job:
+        job = json.loads(args.job)
+        result = (run_prefill if job["kind"] == "prefill" else run_decode)(job)
+        print(json.dumps(result), flush=True)
+        return
+    from gca_jax.inference.evaluation import parse_length
+
+    config, overrides = "configs/drt_128m_pg19.yaml", ["model.kernel_backend=auto"]
+    if args.smoke:
+        config, overrides = "configs/tiny.yaml", ["model.kernel_backend=xla"]
+    base = {"config": config, "overrides": overrides, "segment_chunks": args.segment_chunks}
+    jobs = [
+        dict(base, kind="prefill", length=parse_length(n), offload=m == "offload")
+        for m in args.modes.split(",")
+        for n in args.lengths.split(",")
+        if n
+    ]
+    jobs += [
+        dict(
+            base,
+            kind="decode",
+            length=parse_length(args.decode_context),
+            batch=int(b),
+            steps=args.decode_steps,
+        )
+        for b in args.decode_batches.split(",")
+        if b
+    ]
+    dev = jax.devices()[0]
+    print(f"date {datetime.date.today()}, device {dev.device_kind}, jax {jax.__version__}")
+    print(f"command: PYTHONPATH=. python3 -m benchmarks.longctx {' '.join(sys.argv[1:])}\n")
+    print("| run | context | chunk K/V | wall s | tokens/s | peak device GB |")
+    print("|---|---|---|---|---|---|", flush=True)
+    results = []
+    for job in jobs:
+        r = _child(job, args.timeout)
+        results.append({"job": job, **r})
+        print(_row(job, r), flush=True)
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], "longctx.json"), "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
