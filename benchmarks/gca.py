@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.gca import gca_attention, gca_decode
+from kernels.gca import gca_attention, gca_decode, pallas_triton_vjp
 from kernels.gca._common import GcaBlockConfig
-from kernels.gca.pallas_triton import gca_attention_pallas
+from kernels.gca.pallas_triton import gca_attention_pallas, gca_forward
 
 
 class Shape(typing.NamedTuple):
@@ -42,12 +42,12 @@ SHAPES = {
 # "interpret" (--smoke) runs the same script on CPU with tiny shapes to check its plumbing.
 KERNEL = "pallas"
 
+# Run 1 (2026-11-29) also timed num_warps=8, block_q=32 and block_s_dkv=32: all slower.
 VARIANTS = {
     "default": GcaBlockConfig(),
-    "warps8": GcaBlockConfig(num_warps=8, num_warps_bwd=8),
+    "stages1": GcaBlockConfig(num_stages=1, num_stages_bwd=1),
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
-    "dkv_s32": GcaBlockConfig(block_s_dkv=32),
-    "q32": GcaBlockConfig(block_q=32, block_q_dkv=32),
+    "dkv_q32": GcaBlockConfig(block_q_dkv=32),
     "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
 }
 
@@ -195,6 +195,32 @@ def bench_shape(name: str, shape: Shape, variants: dict, ceil: dict) -> list[dic
     return rows
 
 
+def bench_breakdown(shape: Shape) -> dict:
+    """Times each kernel of the default config alone (ms): fwd, dq, inverse index + dK/dV."""
+    scale = shape.d**-0.5
+    q, k, v, idx, w, do = make_inputs(shape, jnp.bfloat16, seed=0)
+    config = GcaBlockConfig.default(shape.P, shape.S)
+    kw = dict(scale=scale, config=config, interpret=KERNEL == "interpret")
+    fwd = jax.jit(lambda q, k, v, i, w: gca_forward(q, k, v, i, w, **kw))
+    _, lse2 = fwd(q, k, v, idx, w)
+    dq_fn = jax.jit(
+        lambda q, k, v, i, w, lse2, do: pallas_triton_vjp.backward_dq(q, k, v, i, w, lse2, do, **kw)
+    )
+    _, delta = dq_fn(q, k, v, idx, w, lse2, do)
+    dkv_fn = jax.jit(
+        lambda q, k, v, i, w, lse2, delta, do: pallas_triton_vjp.backward_dkv(
+            q, k, v, i, w, lse2, delta, do, **kw
+        )
+    )
+    inv_fn = jax.jit(lambda i, w: pallas_triton_vjp.inverse_index(i, w, shape.C))
+    return {
+        "fwd_ms": time_ms(fwd, q, k, v, idx, w),
+        "dq_ms": time_ms(dq_fn, q, k, v, idx, w, lse2, do),
+        "dkv_ms": time_ms(dkv_fn, q, k, v, idx, w, lse2, delta, do),
+        "inverse_index_ms": time_ms(inv_fn, idx, w),
+    }
+
+
 def bench_decode(batch: int) -> dict:
     h, d, k, s = (2, 16, 2, 16) if KERNEL == "interpret" else (12, 64, 8, 64)
     ks = jax.random.split(jax.random.key(batch), 4)
@@ -210,6 +236,14 @@ def bench_decode(batch: int) -> dict:
         res["xla_us" if backend == "xla" else "pallas_us"] = 1e3 * time_ms(
             fn, q, keys, values, w, samples=30
         )
+
+        # Device latency per step without host dispatch: 100 dependent steps in one program.
+        def steps(q, k, v, w, be=backend):
+            one = lambda i, q: gca_decode(q, k, v, w, scale=0.125, backend=be).astype(q.dtype)
+            return jax.lax.fori_loop(0, 100, one, q)
+
+        key = "xla" if backend == "xla" else "pallas"
+        res[f"{key}_in_graph_us"] = 10 * time_ms(jax.jit(steps), q, keys, values, w, samples=10)
     res["rel_err"] = rel_err(outs[KERNEL], outs["xla"])
     return res
 
@@ -248,13 +282,13 @@ def main(argv=None) -> None:
     for name, shape in SHAPES.items():
         if name.startswith("paper B4") and not args.quick:
             variants = VARIANTS
-        elif name == "paper P=65" and "q32" in VARIANTS:
-            variants = {n: VARIANTS[n] for n in ("default", "q32")}
         else:
             variants = {"default": VARIANTS["default"]}
         rows += bench_shape(name, shape, variants, ceil)
         if args.quick:
             break
+    breakdown = bench_breakdown(SHAPES["paper B4 C260"])
+    print("per-kernel ms (paper shape, default):", json.dumps(breakdown), flush=True)
     decode = [bench_decode(1), bench_decode(32)]
 
     print(
@@ -274,13 +308,20 @@ def main(argv=None) -> None:
             f"{r['fwd_read_GBps']:.0f} ({r['fwd_read_pct_copy']:.0f}%) | "
             f"{r['temp_over_q']:.2f} / {r['xla_temp_over_q']:.2f} |"
         )
-    print("\n| decode (N=1, K=8, H=12, d=64, bf16) | pallas us | xla us | rel err |")
-    print("|---|---|---|---|")
+    print(
+        "\n| decode (N=1, K=8, H=12, d=64, bf16) | pallas us/call | xla us/call | "
+        "pallas us/step in graph | xla us/step in graph | rel err |"
+    )
+    print("|---|---|---|---|---|---|")
     for r in decode:
         print(
             f"| batch {r['batch']} | {r['pallas_us']:.1f} | {r['xla_us']:.1f} | "
-            f"{r['rel_err']:.1e} |"
+            f"{r['pallas_in_graph_us']:.1f} | {r['xla_in_graph_us']:.1f} | {r['rel_err']:.1e} |"
         )
+    print(
+        "\nper-kernel ms (paper shape, default): "
+        + ", ".join(f"{n} {t:.3f}" for n, t in breakdown.items())
+    )
     print("\n| paper shape, error vs fp32 reference | out | dq | dk | dv | dw | bitwise repeat |")
     print("|---|---|---|---|---|---|---|")
     for vname, e in errs.items():
@@ -290,7 +331,16 @@ def main(argv=None) -> None:
     out_dir = os.environ.get("OUT")
     if out_dir:
         with open(os.path.join(out_dir, "gca_bench.json"), "w") as f:
-            json.dump({"ceilings": ceil, "errors": errs, "rows": rows, "decode": decode}, f)
+            json.dump(
+                {
+                    "ceilings": ceil,
+                    "errors": errs,
+                    "rows": rows,
+                    "decode": decode,
+                    "breakdown": breakdown,
+                },
+                f,
+            )
 
 
 if __name__ == "__main__":

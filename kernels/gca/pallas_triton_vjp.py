@@ -203,10 +203,10 @@ def _gca_bwd_dkv_kernel(
     dv_ref[pl.ds(s0, block_s), :] = dv_Sxd.astype(dv_ref.dtype)
 
 
-def gca_backward(
+def backward_dq(
     q, keys, values, idx, w, lse2, dout, *, scale, config: GcaBlockConfig, interpret: bool
 ):
-    """Gradients (dq, dkeys, dvalues, dw) of GCA from the forward's base-2 log-sum-exp."""
+    """The dq kernel: returns dq (like q) and delta (like lse2, float32)."""
     b, c, p, h, d = q.shape
     e, s, hkv = keys.shape[1:4]
     k = idx.shape[2]
@@ -241,7 +241,19 @@ def gca_backward(
         interpret=interpret,
         name="gca_bwd_dq",
     )(q, keys, values, idx, w, lse2, dout)
+    return dq, delta
 
+
+def backward_dkv(
+    q, keys, values, idx, w, lse2, delta, dout, *, scale, config: GcaBlockConfig, interpret: bool
+):
+    """The inverse index (XLA) and the dK/dV kernel: returns dkeys, dvalues."""
+    b, c, p, h, d = q.shape
+    e, s, hkv = keys.shape[1:4]
+    k = idx.shape[2]
+    group = h // hkv
+    p_pad = lse2.shape[-1]
+    params = plt.CompilerParams(num_warps=config.num_warps_bwd, num_stages=config.num_stages_bwd)
     order, start, end = inverse_index(idx, w, e)
     tiles_kv = row_tiles(p, config.block_q_dkv)
     assert tiles_kv.padded <= p_pad, (tiles_kv, p_pad)  # block_q_dkv <= block_q.
@@ -284,7 +296,16 @@ def gca_backward(
         interpret=interpret,
         name="gca_bwd_dkv",
     )(q, dout, keys, values, w, lse2, delta, order, start, end)
+    return dkeys, dvalues
 
+
+def gca_backward(
+    q, keys, values, idx, w, lse2, dout, *, scale, config: GcaBlockConfig, interpret: bool
+):
+    """Gradients (dq, dkeys, dvalues, dw) of GCA from the forward's base-2 log-sum-exp."""
+    kw = dict(scale=scale, config=config, interpret=interpret)
+    dq, delta = backward_dq(q, keys, values, idx, w, lse2, dout, **kw)
+    dkeys, dvalues = backward_dkv(q, keys, values, idx, w, lse2, delta, dout, **kw)
     # dw_k = sum over heads and rows of delta_k (padded rows hold delta = 0: dO is masked to 0).
     dw = jnp.sum(delta, axis=(2, 4)).astype(w.dtype)
     return dq, dkeys, dvalues, dw

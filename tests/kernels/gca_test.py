@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from kernels._backend import UnsupportedInputError
 from kernels.gca import gca_attention, gca_decode, reference
-from kernels.gca._common import GcaBlockConfig
+from kernels.gca._common import GcaBlockConfig, RowTiles, row_tiles
 from kernels.gca.pallas_triton import gca_attention_pallas
 
 
@@ -117,6 +117,38 @@ def test_interpret_matches_reference(name, dtype, seed):
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_any_k(k):
     check_against_reference(Spec(B=1, C=2, P=16, H=2, Hkv=2, d=16, E=5, S=16, K=k), jnp.float32, k)
+
+
+@pytest.mark.parametrize(
+    "rows,block,expected",
+    [
+        (64, 64, RowTiles(64, 1, 0)),
+        (65, 64, RowTiles(64, 1, 16)),
+        (65, 32, RowTiles(32, 2, 16)),
+        (7, 16, RowTiles(16, 1, 0)),
+        (100, 64, RowTiles(64, 2, 0)),
+        (1, 64, RowTiles(64, 0, 16)),
+    ],
+)
+def test_row_tiles(rows, block, expected):
+    tiles = row_tiles(rows, block)
+    assert tiles == expected
+    assert tiles.padded >= rows
+
+
+@pytest.mark.parametrize("rows,block_q,block_q_dkv", [(65, 32, 16), (33, 16, 16), (80, 64, 32)])
+def test_row_tilings_match_reference(rows, block_q, block_q_dkv):
+    spec = Spec(B=1, C=2, P=rows, H=2, Hkv=1, d=16, E=3, S=16, K=2)
+    q, keys, values, idx, w, dout = make_inputs(spec, jnp.float32, seed=rows)
+    config = GcaBlockConfig(block_q=block_q, block_q_dkv=block_q_dkv, block_s_dkv=16)
+    attend = lambda q, k, v, w: gca_attention_pallas(
+        q, k, v, idx, w, scale=0.25, interpret=True, config=config
+    )
+    out, pullback = jax.vjp(attend, q, keys, values, w)
+    ref_out, ref_grads = reference_f32(q, keys, values, idx, w, dout, scale=0.25)
+    assert_close(out, ref_out, 1e-5, "out")
+    for name, g, rg in zip(("dq", "dkeys", "dvalues", "dw"), pullback(dout), ref_grads):
+        assert_close(g, rg, 1e-5, name)
 
 
 def test_p65_gradient_of_row_64():
