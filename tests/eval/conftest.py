@@ -18,10 +18,9 @@ def builtin_corpus(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model():
     """Random-init tiny DRT (configs/tiny.yaml) in float32."""
-    from tests.inference.conftest import tiny_model_config
-
     from flax import nnx
 
     from gca_jax.modeling import build_model
+    from tests.inference.conftest import tiny_model_config
 
     return build_model(tiny_model_config(), rngs=nnx.Rngs(0))
