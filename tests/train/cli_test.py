@@ -64,7 +64,7 @@ def test_exact_resume_after_sigkill(env, tmp_path):
     straight = tmp_path / "straight"
     proc = _run(_cmd(straight) + steps + ["--fresh"], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "done: step 24" in proc.stdout
+    assert "done: step 24" in proc.stdout and "loss" in proc.stdout
 
     killed = tmp_path / "killed"
     cmd = _cmd(killed) + steps
