@@ -123,6 +123,20 @@ def _ring_from_cache(cache_LxBxWxHkvxd, slot_pos_N, first_pos: int) -> jax.Array
     return jnp.where(keep, ring, 0)
 
 
+def _jitted(engine: Engine):
+    """The engine's jitted decode functions, built once per engine and shared by its decoders."""
+    fns = getattr(engine, "_decode_fns", None)
+    if fns is None:
+        bind = functools.partial
+        fns = (
+            jax.jit(bind(_decode_step, engine.graphdef), donate_argnums=(1,)),
+            jax.jit(bind(_encode_step, engine.graphdef)),
+            jax.jit(bind(_next_retrieval, engine.graphdef)),
+        )
+        engine._decode_fns = fns
+    return fns
+
+
 class Decoder:
     """A decoding session over a batch: feed tokens one at a time, get next-token logits.
 
@@ -141,10 +155,7 @@ class Decoder:
             raise ValueError("a decoder starts at a chunk boundary (prefill a multiple of S)")
         self.store: ChunkStore = carry.store
         self.raw_tokens = carry.num_positions // cfg.slots_per_chunk * cfg.chunk_len
-        bind = functools.partial
-        self._step = jax.jit(bind(_decode_step, engine.graphdef), donate_argnums=(1,))
-        self._encode = jax.jit(bind(_encode_step, engine.graphdef))
-        self._retrieve = jax.jit(bind(_next_retrieval, engine.graphdef))
+        self._step, self._encode, self._retrieve = _jitted(engine)
         self.state = self._initial_state(carry)
 
     def _initial_state(self, carry: Carry) -> DecodeState:

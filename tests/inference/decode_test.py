@@ -17,20 +17,26 @@ def tokens():
 
 
 @pytest.fixture(scope="module")
+def engines(tiny_model):
+    """One engine per memory placement, shared so compiled steps are reused."""
+    return {off: Engine(tiny_model, segment_chunks=3, offload=off) for off in (False, True)}
+
+
+@pytest.fixture(scope="module")
 def full_logits(tiny_model, tokens):
     return np.asarray(jax.jit(lambda t: tiny_model.logits(t))(jnp.asarray(tokens)))
 
 
-def test_token_by_token_equals_full_forward(tiny_model, tokens, full_logits):
-    decoder = Decoder(Engine(tiny_model, segment_chunks=3), batch=2, capacity=8)
+def test_token_by_token_equals_full_forward(engines, tokens, full_logits):
+    decoder = Decoder(engines[False], batch=2, capacity=8)
     got = np.stack([np.asarray(decoder.feed(tokens[:, i])) for i in range(T)], axis=1)
     np.testing.assert_allclose(got, full_logits, rtol=1e-5, atol=1e-5)
     assert decoder.store.num_chunks == 7
 
 
 @pytest.mark.parametrize("offload", [False, True])
-def test_prefill_then_decode_equals_full_forward(tiny_model, tokens, full_logits, offload):
-    engine = Engine(tiny_model, segment_chunks=3, offload=offload)
+def test_prefill_then_decode_equals_full_forward(engines, tokens, full_logits, offload):
+    engine = engines[offload]
     out = engine.prefill(tokens[:, :60], logits_at=[59], keep_state=True, capacity=8)
     np.testing.assert_allclose(out.logits[:, 0], full_logits[:, 59], rtol=1e-5, atol=1e-5)
     decoder = Decoder(engine, out.carry)
@@ -38,11 +44,11 @@ def test_prefill_then_decode_equals_full_forward(tiny_model, tokens, full_logits
     np.testing.assert_allclose(got, full_logits[:, 60:], rtol=1e-5, atol=1e-5)
 
 
-def test_greedy_generation_equals_argmax_of_full_forward(tiny_model):
+def test_greedy_generation_equals_argmax_of_full_forward(tiny_model, engines):
     cfg = tiny_model.cfg
     rng = np.random.default_rng(2)
     prompts = [rng.integers(0, 256, 20).tolist(), rng.integers(0, 256, 33).tolist()]
-    engine = Engine(tiny_model, segment_chunks=3)
+    engine = engines[False]
     new = generate(engine, prompts, max_new_tokens=60)  # 45 + 60 = 105 = 7 chunks
     padded = left_pad_prompts(prompts, cfg.chunk_len, cfg.pad_id)
     seq = np.concatenate([padded, new], axis=1)
@@ -60,8 +66,8 @@ def test_top_k_sampling():
     np.testing.assert_array_equal(greedy, np.argmax(np.asarray(logits), -1))
 
 
-def test_empty_prompt_is_rejected(tiny_model):
-    engine = Engine(tiny_model, segment_chunks=3)
+def test_empty_prompt_is_rejected(engines):
+    engine = engines[False]
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         generate(engine, [[1, 2], []], max_new_tokens=2)
     with pytest.raises(ValueError, match="key"):

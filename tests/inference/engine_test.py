@@ -21,13 +21,19 @@ def tokens():
 
 
 @pytest.fixture(scope="module")
+def engines(tiny_model):
+    """One engine per memory placement, shared so compiled steps are reused."""
+    return {off: Engine(tiny_model, segment_chunks=3, offload=off) for off in (False, True)}
+
+
+@pytest.fixture(scope="module")
 def full_logits(tiny_model, tokens):
     return np.asarray(jax.jit(lambda t: tiny_model.logits(t))(jnp.asarray(tokens)))
 
 
 @pytest.mark.parametrize("offload", [False, True])
-def test_segmented_equals_unsegmented(tiny_model, tokens, full_logits, offload):
-    engine = Engine(tiny_model, segment_chunks=3, offload=offload)
+def test_segmented_equals_unsegmented(tiny_model, engines, tokens, full_logits, offload):
+    engine = engines[offload]
     out = engine.prefill(tokens, logits_at=np.arange(T), with_ce=True, record=True)
     np.testing.assert_allclose(out.logits, full_logits, rtol=1e-5, atol=1e-5)
     loss, _ = tiny_model.loss(jnp.asarray(tokens))
@@ -40,30 +46,28 @@ def test_segmented_equals_unsegmented(tiny_model, tokens, full_logits, offload):
         np.testing.assert_array_equal(w[:, :2], 0.0)
 
 
-def test_offload_equals_device_retrieval(tiny_model, tokens):
-    dev = Engine(tiny_model, segment_chunks=2).prefill(tokens, logits_at=[T - 1], record=True)
-    host = Engine(tiny_model, segment_chunks=2, offload=True).prefill(
-        tokens, logits_at=[T - 1], record=True
-    )
+def test_offload_equals_device_retrieval(engines, tokens):
+    dev = engines[False].prefill(tokens, logits_at=[T - 1], record=True)
+    host = engines[True].prefill(tokens, logits_at=[T - 1], record=True)
     np.testing.assert_array_equal(host.logits, dev.logits)
     for (i_d, w_d), (i_h, w_h) in zip(dev.retrievals, host.retrievals):
         np.testing.assert_array_equal(i_h, i_d)
         np.testing.assert_array_equal(w_h, w_d)
 
 
-def test_length_not_multiple_of_chunk_is_left_padded(tiny_model, tokens):
+def test_length_not_multiple_of_chunk_is_left_padded(tiny_model, engines, tokens):
     cfg = tiny_model.cfg
     short = tokens[:, 7:]  # T - 7 tokens: 7 pads on the left
     padded, pad = pad_left(short, cfg.chunk_len, cfg.pad_id)
     assert pad == 7 and np.all(padded[:, :7] == cfg.pad_id)
     want = np.asarray(tiny_model.logits(jnp.asarray(padded)))[:, pad:]
-    out = Engine(tiny_model, segment_chunks=3).prefill(short, logits_at=[0, 50, T - 8])
+    out = engines[False].prefill(short, logits_at=[0, 50, T - 8])
     assert out.pad == 7
     np.testing.assert_allclose(out.logits, want[:, [0, 50, T - 8]], rtol=1e-5, atol=1e-5)
 
 
-def test_bad_inputs(tiny_model):
-    engine = Engine(tiny_model, segment_chunks=3)
+def test_bad_inputs(tiny_model, engines):
+    engine = engines[False]
     with pytest.raises(ValueError, match="non-empty"):
         engine.prefill(np.zeros((1, 0), np.int32))
     with pytest.raises(ValueError, match="logits_at"):
