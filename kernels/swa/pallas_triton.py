@@ -58,16 +58,18 @@ class BlockConfig:
       num_stages_bwd: backward software-pipelining depth.
     """
 
-    block_q: int = 128
+    # Defaults: the fastest of a sweep on an H200 at B=4, T=16640, H=12, d=64, W=512, bf16
+    # (benchmarks/swa.py --sweep; docs/performance.md).
+    block_q: int = 64
     block_k: int = 64
     num_warps: int = 4
     num_stages: int = 3
     block_q_dq: int = 64
-    block_k_dq: int = 64
-    block_q_dkv: int = 64
+    block_k_dq: int = 32
+    block_q_dkv: int = 32
     block_k_dkv: int = 64
     num_warps_bwd: int = 4
-    num_stages_bwd: int = 2
+    num_stages_bwd: int = 3
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -90,11 +92,18 @@ class BlockConfig:
         return dataclasses.replace(self, **blocks)
 
 
-def default_config(T: int, d: int) -> BlockConfig:
-    """Heuristic blocks: 128x64 forward tiles, 64x64 backward tiles, clamped for short T."""
-    del d  # The defaults suit d <= 128; larger heads still fit with 4-8 warps.
-    t_pow2 = max(_MIN_BLOCK, pl.next_power_of_2(T))
-    return BlockConfig().clamped(t_pow2)
+# Full causal (or a window much longer than a tile) runs long unmasked loops, where taller query
+# tiles amortise the per-step softmax bookkeeping better.
+_WIDE_CONFIG = BlockConfig(block_q=128, block_k=64, num_warps=4, num_stages=3)
+_WIDE_WINDOW = 2048
+
+
+def default_config(T: int, d: int, window: int) -> BlockConfig:
+    """Heuristic blocks for a sequence length, head dim and window, clamped for short T."""
+    config = BlockConfig() if 0 <= window < _WIDE_WINDOW else _WIDE_CONFIG
+    if d > 64:
+        config = dataclasses.replace(config, num_warps=8, num_warps_bwd=8)
+    return config.clamped(max(_MIN_BLOCK, pl.next_power_of_2(T)))
 
 
 def _cdiv(a, b: int):
@@ -464,7 +473,7 @@ def sliding_window_attention_pallas(
       window: W >= 0, or -1 for full causal.
       alibi_slopes: (H,) slopes or None.
       scale: logit scale; defaults to ``1 / sqrt(d)``.
-      config: block sizes; defaults to ``default_config(T, d)``.
+      config: block sizes; defaults to ``default_config(T, d, window)``.
       interpret: run the kernels in the Pallas interpreter (CPU tests).
 
     Returns:
@@ -472,7 +481,7 @@ def sliding_window_attention_pallas(
     """
     B, T, H, d = q_BxTxHxd.shape
     scale = float(d**-0.5 if scale is None else scale)
-    config = default_config(T, d) if config is None else config
+    config = default_config(T, d, window) if config is None else config
     t_pad = -(-T // config.max_block) * config.max_block
     config = config.clamped(t_pad)
     d_pad = max(_MIN_BLOCK, pl.next_power_of_2(d))
