@@ -11,8 +11,8 @@ segment shape; the first segment and a shorter last one add one shape each):
    row ids, strict mask e < row), then the one-chunk lag with ``first`` = the last row of the
    previous segment. The original drops that row and gives the first chunk of every segment
    zero GCA (spec §3.4, §9.9); here a segmented forward equals the unsegmented one;
-3. per group g, ``group``: the upper layers, GCA reading the whole device memory or, with
-   offload, only the union of retrieved rows gathered from host;
+3. per group g, ``group``: the upper layers, GCA reading only the union of the rows the
+   segment retrieved, gathered on the device (``compact_rows``) or, with offload, on host;
 4. ``head``: final norm, then only what was asked: logits at chosen raw positions and/or the
    next-token cross-entropy sums (never the (T, V) logits of the whole sequence).
 """
@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from gca_jax.inference.layers import decoder_layer_segment, scan_stack, upper_layer_segment
-from gca_jax.inference.memory import ChunkStore
+from gca_jax.inference.memory import ChunkStore, compact_rows
 from gca_jax.modeling import retrieval as ret_lib
 from gca_jax.modeling.chunking import IGNORE
 from gca_jax.modeling.layers import to_dtype
@@ -124,8 +124,10 @@ def _retrieve_step(graphdef, params, h_BxLxD, landmarks_BxExD, first_chunk, firs
     return ret_lib.lag_one_chunk(rows, first=first), last
 
 
-def _group_step(graphdef, params, h_BxLxD, cache, memory, ret, *, group, has_cache):
+def _group_step(graphdef, params, h_BxLxD, cache, memory, ret, *, group, has_cache, compact):
     model = nnx.merge(graphdef, params)
+    if compact:
+        memory, ret = compact_rows(memory, ret)
     return scan_stack(
         model.groups[group], upper_layer_segment, h_BxLxD, cache, memory, ret, has_cache
     )
@@ -184,7 +186,7 @@ class Engine:
         self._retrieve = jax.jit(bind(_retrieve_step, self.graphdef), static_argnames=("group",))
         self._group = jax.jit(
             bind(_group_step, self.graphdef),
-            static_argnames=("group", "has_cache"),
+            static_argnames=("group", "has_cache", "compact"),
             donate_argnums=(2,),
         )
         self._head = jax.jit(bind(_head_step, self.graphdef), static_argnames=("with_ce",))
@@ -301,11 +303,19 @@ class Engine:
                     recorded[g].append(jax.device_get(ret))
                 if self.offload:
                     memory, idx = carry.store.gather_union(ret.idx)
-                    ret = Retrieval(idx=idx, w=ret.w)
+                    ret, compact = Retrieval(idx=idx, w=ret.w), False
                 else:
                     memory = carry.store.device_memory()
+                    compact = carry.store.capacity > ret.idx.shape[1] * ret.idx.shape[2]
                 h, carry.caches[1 + g] = self._group(
-                    self.params, h, carry.caches[1 + g], memory, ret, group=g, has_cache=has_cache
+                    self.params,
+                    h,
+                    carry.caches[1 + g],
+                    memory,
+                    ret,
+                    group=g,
+                    has_cache=has_cache,
+                    compact=compact,
                 )
             carry.num_positions += (c1 - c0) * cfg.slots_per_chunk
             self._score(h, targets, queries, c0 * s, c1 * s, with_ce, logits, ce_sum, ce_count)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gca_jax.modeling.retrieval import ChunkMemory
+from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
 
 _log = logging.getLogger(__name__)
 
@@ -33,6 +33,32 @@ def _write_rows(buf_BxEx, rows_BxCx, start):
     """buf[:, start:start + C] = rows, in place."""
     index = (0, start) + (0,) * (buf_BxEx.ndim - 2)
     return jax.lax.dynamic_update_slice(buf_BxEx, rows_BxCx.astype(buf_BxEx.dtype), index)
+
+
+def compact_rows(memory: ChunkMemory, ret: Retrieval) -> tuple[ChunkMemory, Retrieval]:
+    """On-device union gather: the rows ``ret.idx`` uses, and ``idx`` remapped into them.
+
+    GCA then reads a block of U = min(C * K, E) rows instead of the whole memory: the same
+    values (results are identical), and the kernel's operand stays small however long the
+    context (at 16M tokens E * P' * H * d exceeds 2^31 elements, beyond int32 offsets).
+    The union is padded with its largest row so it stays sorted for ``searchsorted``.
+    """
+    b, c, k = ret.idx.shape
+    size = min(c * k, memory.keys.shape[1])
+
+    def one(idx_CxK):
+        flat = idx_CxK.reshape(-1)
+        rows_U = jnp.unique(flat, size=size, fill_value=jnp.max(flat))
+        return rows_U, jnp.searchsorted(rows_U, flat).reshape(c, k).astype(jnp.int32)
+
+    rows_BxU, idx_BxCxK = jax.vmap(one)(ret.idx)
+    sel_Bx1 = jnp.arange(b).reshape(b, 1)
+    compact = ChunkMemory(
+        landmarks=memory.landmarks[:, :0],
+        keys=memory.keys[sel_Bx1, rows_BxU],
+        values=memory.values[sel_Bx1, rows_BxU],
+    )
+    return compact, Retrieval(idx=idx_BxCxK, w=ret.w)
 
 
 @jax.jit
