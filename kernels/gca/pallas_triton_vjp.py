@@ -36,6 +36,9 @@ from kernels.gca._common import (
     row_tiles,
 )
 
+# Largest row * N + pair key sorted as one int32 (module-level so tests can force the fallback).
+_MAX_COMBINED_KEY = 2**31 - 1
+
 
 def inverse_index(
     idx_BxCxK: jax.Array, w_BxCxK: jax.Array, num_rows: int
@@ -56,13 +59,23 @@ def inverse_index(
       owns order[start[e]:end[e]].
     """
     b, c, k = idx_BxCxK.shape
-    key_BxN = jnp.where(w_BxCxK != 0, idx_BxCxK, num_rows).reshape(b, c * k)
-    order_BxN = jnp.argsort(key_BxN, axis=1, stable=True).astype(jnp.int32)
-    sorted_BxN = jnp.take_along_axis(key_BxN, order_BxN, axis=1)
-    rows = jnp.arange(num_rows + 1, dtype=jnp.int32)
-    bounds_BxE1 = jax.vmap(lambda keys_N: jnp.searchsorted(keys_N, rows, side="left"))(sorted_BxN)
-    bounds_BxE1 = bounds_BxE1.astype(jnp.int32)
-    return order_BxN, bounds_BxE1[:, :-1], bounds_BxE1[:, 1:]
+    n = c * k
+    key_BxN = jnp.where(w_BxCxK != 0, idx_BxCxK, num_rows).reshape(b, n)
+    pair_N = jnp.arange(n, dtype=jnp.int32)
+    if (num_rows + 1) * n <= _MAX_COMBINED_KEY:
+        # One int32 sort of the unique keys row * N + pair: the same order as a stable argsort,
+        # but a single-operand sort (measured: the two-operand stable argsort plus searchsorted's
+        # while loop cost 0.46 ms on an H200 at the paper's shape).
+        combined_BxN = jnp.sort(key_BxN * n + pair_N[None, :], axis=1)
+        order_BxN = combined_BxN % n
+    else:
+        order_BxN = jnp.argsort(key_BxN, axis=1, stable=True).astype(jnp.int32)
+    # Row e owns order[start[e]:end[e]], end = inclusive prefix sum of per-row counts. Integer
+    # scatter-adds are exact, so the counts do not depend on the order of the atomic adds.
+    batch_BxN = jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32)[:, None], (b, n))
+    counts_BxE1 = jnp.zeros((b, num_rows + 1), jnp.int32).at[batch_BxN, key_BxN].add(1)
+    end_BxE = jnp.cumsum(counts_BxE1[:, :num_rows], axis=1, dtype=jnp.int32)
+    return order_BxN.astype(jnp.int32), end_BxE - counts_BxE1[:, :num_rows], end_BxE
 
 
 def _gca_bwd_dq_kernel(

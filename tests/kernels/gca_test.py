@@ -13,7 +13,7 @@ from jax.sharding import AbstractDevice, AbstractMesh, AxisType, use_abstract_me
 from jax.sharding import PartitionSpec as P
 
 from kernels._backend import UnsupportedInputError
-from kernels.gca import gca_attention, gca_decode, reference
+from kernels.gca import gca_attention, gca_decode, pallas_triton_vjp, reference
 from kernels.gca._common import GcaBlockConfig, RowTiles, row_tiles
 from kernels.gca.pallas_triton import gca_attention_pallas
 
@@ -174,6 +174,24 @@ def test_tf32_probs_config_is_at_least_as_accurate():
     assert_close(out, ref_out, 2**-8, "out")
     for name, g, rg in zip(("dq", "dkeys", "dvalues", "dw"), pullback(dout), ref_grads):
         assert_close(g, rg, 2**-8, name)
+
+
+@pytest.mark.parametrize("use_fallback", [False, True])
+def test_inverse_index(use_fallback, monkeypatch):
+    if use_fallback:
+        monkeypatch.setattr(pallas_triton_vjp, "_MAX_COMBINED_KEY", 0)
+    b, c, k, e = 3, 7, 4, 5
+    ks = jax.random.split(jax.random.key(use_fallback), 2)
+    idx = jax.random.randint(ks[0], (b, c, k), 0, e, dtype=jnp.int32)
+    w = jnp.where(jax.random.uniform(ks[1], (b, c, k)) < 0.3, 0.0, 0.5)
+    order, start, end = map(np.asarray, pallas_triton_vjp.inverse_index(idx, w, e))
+    pairs_idx = np.asarray(idx).reshape(b, c * k)
+    pairs_w = np.asarray(w).reshape(b, c * k)
+    for bb in range(b):
+        for row in range(e):
+            expected = [n for n in range(c * k) if pairs_idx[bb, n] == row and pairs_w[bb, n]]
+            # Ascending pair order within a row: the fixed accumulation order of dK/dV.
+            assert order[bb, start[bb, row] : end[bb, row]].tolist() == expected
 
 
 def test_all_padding_gives_zero_and_finite_grads():
