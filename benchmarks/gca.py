@@ -47,6 +47,7 @@ KERNEL = "pallas"
 VARIANTS = {
     "default": GcaBlockConfig(),
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
+    "cache_hints": GcaBlockConfig(use_cache_hints=True),
     "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
 }
 

@@ -28,6 +28,8 @@ class GcaBlockConfig:
       use_tf32_probs: for 16-bit inputs, keep probabilities and dS in float32 and multiply them
         at TF32 precision instead of casting them to the input dtype (the original kernel's
         choice, seed-spec §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
+      use_cache_hints: L2 eviction hints on loads: keep what other programs re-read (memory
+        chunks in the forward and dq kernels; q and dO in the dK/dV kernel), stream the rest.
     """
 
     block_q: int = 64
@@ -39,6 +41,7 @@ class GcaBlockConfig:
     num_warps_bwd: int = 4
     num_stages_bwd: int = 2
     use_tf32_probs: bool = False
+    use_cache_hints: bool = False
 
     @classmethod
     def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
@@ -122,3 +125,8 @@ def for_row_tile(tiles: RowTiles, t, body) -> None:
         pl.when(t < tiles.num_main)(lambda: body(t * tiles.block, tiles.block))
     # t * block, not a Python int: a static start past P - tail would fail the bounds check.
     pl.when(t == tiles.num_main)(lambda: body(t * tiles.block, tiles.tail))
+
+
+def evict(use_hints: bool, policy: str) -> dict:
+    """Keyword arguments of plt.load for an L2 eviction policy, or none without hints."""
+    return {"eviction_policy": policy} if use_hints else {}

@@ -35,6 +35,7 @@ from kernels.gca._common import (
     LOG2_E,
     GcaBlockConfig,
     dot,
+    evict,
     for_row_tile,
     prob_dot,
     row_mask,
@@ -53,6 +54,7 @@ def _gca_fwd_kernel(
     *,
     scale,
     use_tf32,
+    use_hints,
     rows,
     num_k,
     tiles,
@@ -66,12 +68,17 @@ def _gca_fwd_kernel(
 
     def tile(q0, block_q):
         mask_Q = row_mask(q0, block_q, rows)
-        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
+        q_Qxd = plt.load(
+            q_ref.at[pl.ds(q0, block_q), :],
+            mask=mask_Q[:, None],
+            other=0.0,
+            **evict(use_hints, "evict_first"),
+        )
 
         def one_chunk(k, acc_Qxd):
             e = idx_ref[k]
-            k_Sxd = keys_ref[e, :, :]
-            v_Sxd = values_ref[e, :, :]
+            k_Sxd = plt.load(keys_ref.at[e, :, :], **evict(use_hints, "evict_last"))
+            v_Sxd = plt.load(values_ref.at[e, :, :], **evict(use_hints, "evict_last"))
             s_QxS = dot(q_Qxd, k_Sxd, trans_b=True)
             # scale > 0, so the max commutes with it; exp2(s * c - m) is one FMA per score.
             m_Q = jnp.max(s_QxS, axis=1) * qk_scale
@@ -104,6 +111,7 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
         _gca_fwd_kernel,
         scale=scale,
         use_tf32=config.use_tf32_probs,
+        use_hints=config.use_cache_hints,
         rows=p,
         num_k=k,
         tiles=tiles,

@@ -30,6 +30,7 @@ from kernels.gca._common import (
     LOG2_E,
     GcaBlockConfig,
     dot,
+    evict,
     for_row_tile,
     prob_dot,
     row_mask,
@@ -91,6 +92,7 @@ def _gca_bwd_dq_kernel(
     *,
     scale,
     use_tf32,
+    use_hints,
     rows,
     num_k,
     tiles,
@@ -103,13 +105,16 @@ def _gca_bwd_dq_kernel(
 
     def tile(q0, block_q):
         mask_Q = row_mask(q0, block_q, rows)
-        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
-        do_Qxd = plt.load(do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
+        stream = evict(use_hints, "evict_first")
+        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0, **stream)
+        do_Qxd = plt.load(
+            do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0, **stream
+        )
 
         def one_chunk(k, dq_Qxd):
             e = idx_ref[k]
-            k_Sxd = keys_ref[e, :, :]
-            v_Sxd = values_ref[e, :, :]
+            k_Sxd = plt.load(keys_ref.at[e, :, :], **evict(use_hints, "evict_last"))
+            v_Sxd = plt.load(values_ref.at[e, :, :], **evict(use_hints, "evict_last"))
             lse_Q = lse_ref[k, pl.ds(q0, block_q)]
             p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
             dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
@@ -147,6 +152,7 @@ def _gca_bwd_dkv_kernel(
     *,
     scale,
     use_tf32,
+    use_hints,
     rows,
     num_k,
     group,
@@ -162,8 +168,9 @@ def _gca_bwd_dkv_kernel(
     row = pl.program_id(0) // num_s_blocks
     s0 = (pl.program_id(0) % num_s_blocks) * block_s
     kv_head = pl.program_id(1)
-    k_Sxd = keys_ref[pl.ds(s0, block_s), :]
-    v_Sxd = values_ref[pl.ds(s0, block_s), :]
+    k_Sxd = plt.load(keys_ref.at[pl.ds(s0, block_s), :], **evict(use_hints, "evict_first"))
+    v_Sxd = plt.load(values_ref.at[pl.ds(s0, block_s), :], **evict(use_hints, "evict_first"))
+    keep = evict(use_hints, "evict_last")  # q and dO of a batch are re-read by other rows.
     qk_scale = scale * LOG2_E
 
     def one_pair(j, carry):
@@ -175,8 +182,12 @@ def _gca_bwd_dkv_kernel(
         def one_tile(head, q0, block_q, carry):
             dk_Sxd, dv_Sxd = carry
             mask_Q = row_mask(q0, block_q, rows)[:, None]
-            q_Qxd = plt.load(q_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
-            do_Qxd = plt.load(do_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
+            q_Qxd = plt.load(
+                q_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0, **keep
+            )
+            do_Qxd = plt.load(
+                do_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0, **keep
+            )
             lse_Q = lse_ref[c, head, k, pl.ds(q0, block_q)]
             delta_Q = delta_ref[c, head, k, pl.ds(q0, block_q)]
             p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
@@ -239,6 +250,7 @@ def backward_dq(
             _gca_bwd_dq_kernel,
             scale=scale,
             use_tf32=config.use_tf32_probs,
+            use_hints=config.use_cache_hints,
             rows=p,
             num_k=k,
             tiles=tiles,
@@ -280,6 +292,7 @@ def backward_dkv(
             _gca_bwd_dkv_kernel,
             scale=scale,
             use_tf32=config.use_tf32_probs,
+            use_hints=config.use_cache_hints,
             rows=p,
             num_k=k,
             group=group,

@@ -140,7 +140,9 @@ def test_row_tiles(rows, block, expected):
 def test_row_tilings_match_reference(rows, block_q, block_q_dkv):
     spec = Spec(B=1, C=2, P=rows, H=2, Hkv=1, d=16, E=3, S=16, K=2)
     q, keys, values, idx, w, dout = make_inputs(spec, jnp.float32, seed=rows)
-    config = GcaBlockConfig(block_q=block_q, block_q_dkv=block_q_dkv, block_s_dkv=16)
+    config = GcaBlockConfig(
+        block_q=block_q, block_q_dkv=block_q_dkv, block_s_dkv=16, use_cache_hints=rows % 2 == 1
+    )
     attend = lambda q, k, v, w: gca_attention_pallas(
         q, k, v, idx, w, scale=0.25, interpret=True, config=config
     )
@@ -290,7 +292,13 @@ def _lowered_text(fn, *args):
     [
         (64, jnp.bfloat16, None),
         (65, jnp.float32, None),
-        (64, jnp.bfloat16, GcaBlockConfig(use_tf32_probs=True, block_s_dkv=32, num_warps=8)),
+        (
+            65,
+            jnp.bfloat16,
+            GcaBlockConfig(
+                use_tf32_probs=True, use_cache_hints=True, block_s_dkv=32, block_q_dkv=32
+            ),
+        ),
     ],
 )
 def test_cuda_lowering_forward_and_backward(p, dtype, config):
