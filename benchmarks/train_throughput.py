@@ -5,13 +5,15 @@
 Each case is ``model:length:batch:remat``: model in {drt, swa, full} (configs drt_128m_pg19.yaml,
 swa_128m.yaml, and swa_128m.yaml with window -1), length in {4k, 16k, 64k} (4032, 16380, 65520 raw
 tokens, multiples of S = 63) or a number. Random tokens, the real jitted train step (AdamW,
-clipping, donation), kernel_backend=auto. Per case: compile, 2 warm-up steps, then the median of
-``--steps`` timed steps. Peak memory is XLA's compiled estimate (arguments + outputs + temporaries
-- aliased), since the allocator's peak counter cannot be reset between cases. Prints one markdown
-table (plus ratios) with date, GPU, jax version and command.
+clipping, donation), kernel_backend=auto. All cases are lowered, then compiled in parallel
+threads; then each runs 2 warm-up steps and the median of ``--steps`` timed steps. Peak memory
+is XLA's compiled estimate (arguments + outputs + temporaries - aliased), since the allocator's
+peak counter cannot be reset between cases. Prints one markdown table (plus ratios) with date,
+GPU, jax version and command.
 """
 
 import argparse
+import concurrent.futures
 import datetime
 import logging
 import statistics
@@ -19,13 +21,14 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gca_jax import sharding as shard_lib
 from gca_jax.config import MeshConfig, load_config
 from gca_jax.training.metrics import flops_per_token, peak_flops
 from gca_jax.training.optimizer import lr_schedule, make_optimizer
-from gca_jax.training.state import init_state
+from gca_jax.training.state import abstract_state, init_state
 from gca_jax.training.step import make_train_step
 
 MODELS = {
@@ -56,63 +59,77 @@ def _length(name: str) -> int:
     return LENGTHS[name] if name in LENGTHS else int(name)
 
 
-def run_case(spec: str, steps: int) -> dict:
-    """Compiles and times one case; returns a row dict (``error`` set when it failed)."""
-    model, length, batch, remat = spec.split(":")
-    path, extra = MODELS[model]
-    seq, batch = _length(length), int(batch)
-    cfg = load_config(
-        path,
-        extra
-        + [
-            f"data.seq_len={seq}",
-            f"data.batch_size={batch}",
-            f"model.remat={remat}",
-            "model.kernel_backend=auto",
-        ],
-    )
-    row = {"model": model, "T": seq, "B": batch, "remat": remat}
-    mesh = shard_lib.make_mesh(MeshConfig(data=-1), jax.devices()[:1])
-    tx = make_optimizer(cfg.train)
-    t0 = time.perf_counter()
-    mdef, state, shardings = init_state(cfg.model, cfg.train.seed, tx, mesh)
-    step = jax.jit(
-        make_train_step(mdef, tx, lr_schedule(cfg.train), cfg.train),
-        in_shardings=(shardings, {"tokens": shard_lib.batch_sharding(mesh)}),
-        out_shardings=(shardings, None),
-        donate_argnames=("state",),
-    )
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, cfg.model.pad_id, (batch, seq), dtype=np.int32)
-    with jax.set_mesh(mesh):
-        batch_arr = shard_lib.global_batch({"tokens": tokens}, mesh)
-        compiled = step.lower(state, batch_arr).compile()
-        row["compile_s"] = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
+ERRORS = (jax.errors.JaxRuntimeError, ValueError, NotImplementedError)
+
+
+class Case:
+    """One benchmark case: its config, lowered step and (after ``compile``) executable."""
+
+    def __init__(self, spec: str):
+        model, length, batch, remat = spec.split(":")
+        path, extra = MODELS[model]
+        self.seq, self.batch = _length(length), int(batch)
+        self.row = {"model": model, "T": self.seq, "B": self.batch, "remat": remat}
+        over = [f"data.seq_len={self.seq}", f"data.batch_size={self.batch}"]
+        over += [f"model.remat={remat}", "model.kernel_backend=auto"]
+        self.cfg = load_config(path, extra + over)
+        self.mesh = shard_lib.make_mesh(MeshConfig(data=-1), jax.devices()[:1])
+        self.tx = make_optimizer(self.cfg.train)
+        self.compiled = None
+
+    def lower(self):
+        """Traces the train step against abstract inputs (sequential: tracing is Python)."""
+        cfg = self.cfg
+        mdef, abstract, shardings = abstract_state(cfg.model, cfg.train.seed, self.tx, self.mesh)
+        batch_sh = shard_lib.batch_sharding(self.mesh)
+        step = jax.jit(
+            make_train_step(mdef, self.tx, lr_schedule(cfg.train), cfg.train),
+            in_shardings=(shardings, {"tokens": batch_sh}),
+            out_shardings=(shardings, None),
+            donate_argnames=("state",),
+        )
+        tokens = jax.ShapeDtypeStruct((self.batch, self.seq), jnp.int32, sharding=batch_sh)
+        with jax.set_mesh(self.mesh):
+            self.lowered = step.lower(abstract, {"tokens": tokens})
+
+    def compile(self):
+        """XLA compilation (releases the GIL: cases compile in parallel threads)."""
+        t0 = time.perf_counter()
+        self.compiled = self.lowered.compile()
+        self.row["compile_s"] = time.perf_counter() - t0
+        mem = self.compiled.memory_analysis()
         if mem is not None:
-            peak = (
-                mem.argument_size_in_bytes
-                + mem.output_size_in_bytes
-                + mem.temp_size_in_bytes
-                - mem.alias_size_in_bytes
-            )
-            row["peak_gib"] = peak / 2**30
-        for _ in range(2):
-            state, metrics = compiled(state, batch_arr)
-        jax.block_until_ready(metrics["loss"])
-        times = []
-        for _ in range(steps):
-            t = time.perf_counter()
-            state, metrics = compiled(state, batch_arr)
+            peak = mem.argument_size_in_bytes + mem.output_size_in_bytes
+            peak += mem.temp_size_in_bytes - mem.alias_size_in_bytes
+            self.row["peak_gib"] = peak / 2**30
+
+    def time(self, state, steps: int) -> None:
+        """Warm-up and timed steps from ``state`` (donated)."""
+        rng = np.random.default_rng(0)
+        tokens = rng.integers(0, self.cfg.model.pad_id, (self.batch, self.seq), dtype=np.int32)
+        with jax.set_mesh(self.mesh):
+            batch = shard_lib.global_batch({"tokens": tokens}, self.mesh)
+            for _ in range(2):
+                state, metrics = self.compiled(state, batch)
             jax.block_until_ready(metrics["loss"])
-            times.append(time.perf_counter() - t)
-    row["step_ms"] = 1e3 * statistics.median(times)
-    row["tok_s"] = batch * seq / statistics.median(times)
-    row["loss"] = float(metrics["loss"])
-    peak_dev = peak_flops(jax.devices()[0])
-    if peak_dev:
-        row["mfu"] = flops_per_token(cfg.model, seq) * row["tok_s"] / peak_dev
-    return row
+            times = []
+            for _ in range(steps):
+                t = time.perf_counter()
+                state, metrics = self.compiled(state, batch)
+                jax.block_until_ready(metrics["loss"])
+                times.append(time.perf_counter() - t)
+        median = statistics.median(times)
+        self.row.update(step_ms=1e3 * median, tok_s=self.batch * self.seq / median)
+        self.row["loss"] = float(metrics["loss"])
+        peak_dev = peak_flops(jax.devices()[0])
+        if peak_dev:
+            self.row["mfu"] = (
+                flops_per_token(self.cfg.model, self.seq) * self.row["tok_s"] / peak_dev
+            )
+
+
+def _error(e: Exception) -> str:
+    return "failed: " + (str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
 
 
 def _fmt(row: dict) -> str:
@@ -152,25 +169,57 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default=DEFAULT_CASES, help="comma list of model:len:batch:remat")
     p.add_argument("--steps", type=int, default=5, help="timed steps per case (median)")
     p.add_argument("--budget_s", type=float, default=270.0, help="start no case after this")
+    p.add_argument("--compile_threads", type=int, default=8, help="parallel XLA compilations")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     backends = _BackendLog()
     kernel_log = logging.getLogger("kernels._backend")
     kernel_log.setLevel(logging.INFO)
     kernel_log.addHandler(backends)
-    start, rows = time.perf_counter(), []
+    start = time.perf_counter()
+    cases = []
     for spec in args.cases.split(","):
-        model, length, batch, remat = spec.split(":")
-        row = {"model": model, "T": _length(length), "B": int(batch), "remat": remat}
+        case = Case(spec)
+        try:
+            case.lower()
+            cases.append(case)
+        except ERRORS as e:
+            case.row["error"] = _error(e)
+            cases.append(case)
+    ready = [c for c in cases if "error" not in c.row]
+
+    def compile_one(case):
+        try:
+            case.compile()
+        except ERRORS as e:
+            case.row["error"] = _error(e)
+
+    with concurrent.futures.ThreadPoolExecutor(args.compile_threads) as pool:
+        list(pool.map(compile_one, ready))
+    print(
+        f"lowered + compiled {len(cases)} cases in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    initial = {}  # one initial state per model; each case times a copy (the step donates it)
+    for case in cases:
+        if "error" in case.row:
+            continue
         if time.perf_counter() - start > args.budget_s:
-            rows.append({**row, "error": "not run (time budget)"})
+            case.row["error"] = "not run (time budget)"
             continue
         try:
-            rows.append(run_case(spec, args.steps))
-        except (jax.errors.JaxRuntimeError, ValueError, NotImplementedError) as e:
-            msg = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
-            rows.append({**row, "error": f"failed: {msg}"})
-        print(_fmt(rows[-1]), file=sys.stderr, flush=True)
+            key = case.row["model"]
+            if key not in initial:
+                initial[key] = init_state(case.cfg.model, case.cfg.train.seed, case.tx, case.mesh)[
+                    1
+                ]
+            case.time(jax.tree.map(jnp.copy, initial[key]), args.steps)
+        except ERRORS as e:
+            case.row["error"] = _error(e)
+        case.compiled = None  # free the executable
+        print(_fmt(case.row), file=sys.stderr, flush=True)
+    rows = [c.row for c in cases]
     dev = jax.devices()[0]
     print(
         f"\nDate: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; GPU: "
