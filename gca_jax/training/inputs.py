@@ -4,6 +4,7 @@ import logging
 import os
 
 import jax
+import numpy as np
 
 from gca_jax.config import Config
 
@@ -49,20 +50,38 @@ def local_batch_size(global_batch: int) -> int:
     return global_batch // n
 
 
-def train_iterator(cfg: Config, corpus_dir: str):
-    """Checkpointable grain iterator of this process's ``{"tokens": int32 (B_local, T)}``."""
-    from gca_jax.data import make_train_dataset
+def _mask_to_padding(batch: dict) -> dict:
+    """Tokens outside ``loss_mask`` become -1: padding the model neither predicts nor reads."""
+    return {"tokens": np.where(batch["loss_mask"], batch["tokens"], -1).astype(np.int32)}
 
-    ds = make_train_dataset(
-        corpus_dir,
-        seq_len=cfg.data.seq_len,
-        batch_size=local_batch_size(cfg.data.batch_size),
-        seed=cfg.data.seed,
+
+def train_iterator(cfg: Config, corpus_dir: str):
+    """Checkpointable grain iterator of this process's ``{"tokens": int32 (B_local, T)}``.
+
+    With ``data.niah_fraction > 0`` that fraction of samples are NIAH tasks of
+    ``data.niah_task`` built into the training windows (spec §6.6); their pad tail is masked.
+    """
+    from gca_jax.data import load_tokenizer, make_niah_mix_dataset, make_train_dataset
+
+    d = cfg.data
+    common = dict(
+        seq_len=d.seq_len,
+        batch_size=local_batch_size(d.batch_size),
+        seed=d.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        align_to_doc_start=cfg.data.align_to_doc_start,
-        num_workers=cfg.data.num_workers,
+        num_workers=d.num_workers,
     )
+    if d.niah_fraction > 0:
+        ds = make_niah_mix_dataset(
+            corpus_dir,
+            load_tokenizer(d.tokenizer),
+            chunk_size=cfg.model.chunk_len,
+            probabilities={"lm": 1.0 - d.niah_fraction, d.niah_task: d.niah_fraction},
+            **common,
+        ).map(_mask_to_padding)
+    else:
+        ds = make_train_dataset(corpus_dir, align_to_doc_start=d.align_to_doc_start, **common)
     return iter(ds)
 
 
