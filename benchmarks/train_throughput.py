@@ -38,9 +38,9 @@ MODELS = {
     "tiny": ("configs/tiny.yaml", []),  # CPU smoke test of this script
 }
 LENGTHS = {"4k": 4032, "16k": 16380, "64k": 65520}
-DEFAULT_CASES = (
-    "drt:16k:4:full,swa:16k:4:full,full:16k:4:full,drt:64k:1:full,full:64k:1:full,"
-    "swa:64k:1:full,drt:4k:16:full,swa:4k:16:full,full:4k:16:full"
+DEFAULT_CASES = (  # in order of importance: later ones are dropped first by --budget_s
+    "drt:16k:4:full,swa:16k:4:full,full:16k:4:full,drt:64k:1:full,swa:64k:1:full,full:64k:1:full,"
+    "drt:4k:16:full,swa:4k:16:full,full:4k:16:full,drt:16k:4:dots,swa:16k:4:dots,drt:16k:8:dots"
 )
 
 
