@@ -161,21 +161,24 @@ def sliding_window_decode_reference(
         slopes_KxG = jnp.zeros((Hkv, G), jnp.float32)
     else:
         slopes_KxG = alibi_slopes.astype(jnp.float32).reshape(Hkv, G)
-    q_BxKxGxd = q_BxHxd.reshape(B, Hkv, G, d)
-    s_BxKxGxN = jnp.einsum(
-        "bkgd,bnkd->bkgn", q_BxKxGxd, k_BxNxHkvxd, preferred_element_type=jnp.float32
-    )
+    # Multiply-and-reduce rather than einsum: XLA can fuse each into one reduction that reads the
+    # cache once in its (B, N, Hkv, d) layout; a batched matmul over (b, Hkv) of 1-row operands
+    # gains nothing from tensor cores. benchmarks/swa.py times both forms side by side.
+    q_Bx1xKxGxd = q_BxHxd.reshape(B, 1, Hkv, G, d).astype(jnp.float32)
+    k_BxNxKx1xd = k_BxNxHkvxd[:, :, :, None, :].astype(jnp.float32)
+    s_BxNxKxG = jnp.sum(q_Bx1xKxGxd * k_BxNxKx1xd, axis=-1) * scale
     diff_BxN = q_pos_B[:, None] - key_pos_BxN
     visible_BxN = (key_pos_BxN >= 0) & (diff_BxN >= 0)
     if window >= 0:
         visible_BxN &= diff_BxN <= window
-    bias_BxKxGxN = slopes_KxG[None, :, :, None] * diff_BxN[:, None, None, :].astype(jnp.float32)
-    s_BxKxGxN = s_BxKxGxN * scale - bias_BxKxGxN
-    visible_Bx1x1xN = visible_BxN[:, None, None, :]
-    m_BxKxGx1 = jnp.max(jnp.where(visible_Bx1x1xN, s_BxKxGxN, -jnp.inf), axis=-1, keepdims=True)
-    m_BxKxGx1 = jnp.where(jnp.isfinite(m_BxKxGx1), m_BxKxGx1, 0.0)
-    p_BxKxGxN = jnp.where(visible_Bx1x1xN, jnp.exp(s_BxKxGxN - m_BxKxGx1), 0.0)
-    l_BxKxGx1 = jnp.sum(p_BxKxGxN, axis=-1, keepdims=True)
-    o_BxKxGxd = jnp.einsum("bkgn,bnkd->bkgd", p_BxKxGxN, v_BxNxHkvxd.astype(jnp.float32))
-    o_BxKxGxd = o_BxKxGxd / jnp.maximum(l_BxKxGx1, jnp.finfo(jnp.float32).tiny)
+    bias_BxNxKxG = slopes_KxG[None, None] * diff_BxN[:, :, None, None].astype(jnp.float32)
+    s_BxNxKxG = s_BxNxKxG - bias_BxNxKxG
+    visible_BxNx1x1 = visible_BxN[:, :, None, None]
+    m_Bx1xKxG = jnp.max(jnp.where(visible_BxNx1x1, s_BxNxKxG, -jnp.inf), axis=1, keepdims=True)
+    m_Bx1xKxG = jnp.where(jnp.isfinite(m_Bx1xKxG), m_Bx1xKxG, 0.0)
+    p_BxNxKxG = jnp.where(visible_BxNx1x1, jnp.exp(s_BxNxKxG - m_Bx1xKxG), 0.0)
+    l_BxKxG = jnp.sum(p_BxNxKxG, axis=1)
+    v_BxNxKx1xd = v_BxNxHkvxd[:, :, :, None, :].astype(jnp.float32)
+    o_BxKxGxd = jnp.sum(p_BxNxKxG[..., None] * v_BxNxKx1xd, axis=1)
+    o_BxKxGxd = o_BxKxGxd / jnp.maximum(l_BxKxG, jnp.finfo(jnp.float32).tiny)[..., None]
     return o_BxKxGxd.reshape(B, H, d).astype(q_BxHxd.dtype)
