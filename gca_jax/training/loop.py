@@ -104,6 +104,7 @@ class Trainer:
         peak = peak_flops(jax.devices()[0])
         self.peak_total = None if peak is None else peak * jax.device_count()
         self.flops_per_token = flops_per_token(cfg.model, cfg.data.seq_len)
+        self._best: float | None = None  # best eval value (lower is better)
 
     # -- setup -----------------------------------------------------------------------------------
 
@@ -122,12 +123,15 @@ class Trainer:
         return state
 
     def _save_best(self, step: int, state: TrainState, value: float) -> None:
+        """Keeps the state of the best eval so far in ``<output_dir>/best`` (one checkpoint)."""
         best_dir = os.path.join(self.opts.output_dir, "best")
         record = os.path.join(best_dir, "best.json")
-        if os.path.exists(record):
+        if self._best is None and os.path.exists(record):  # from before a restart
             with open(record) as f:
-                if json.load(f)["value"] <= value:
-                    return
+                self._best = json.load(f)["value"]
+        if self._best is not None and self._best <= value:
+            return
+        self._best = value
         ckptr = ckpt_lib.Checkpointer(best_dir, keep=1, use_async=False)
         ckptr.save(step, state, None, self.cfg.to_dict())
         ckptr.close()
