@@ -65,13 +65,13 @@ ERRORS = (jax.errors.JaxRuntimeError, ValueError, NotImplementedError)
 class Case:
     """One benchmark case: its config, lowered step and (after ``compile``) executable."""
 
-    def __init__(self, spec: str):
+    def __init__(self, spec: str, backend: str = "auto"):
         model, length, batch, remat = spec.split(":")
         path, extra = MODELS[model]
         self.seq, self.batch = _length(length), int(batch)
         self.row = {"model": model, "T": self.seq, "B": self.batch, "remat": remat}
         over = [f"data.seq_len={self.seq}", f"data.batch_size={self.batch}"]
-        over += [f"model.remat={remat}", "model.kernel_backend=auto"]
+        over += [f"model.remat={remat}", f"model.kernel_backend={backend}"]
         self.cfg = load_config(path, extra + over)
         self.mesh = shard_lib.make_mesh(MeshConfig(data=-1), jax.devices()[:1])
         self.tx = make_optimizer(self.cfg.train)
@@ -169,6 +169,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default=DEFAULT_CASES, help="comma list of model:len:batch:remat")
     p.add_argument("--steps", type=int, default=5, help="timed steps per case (median)")
     p.add_argument("--budget_s", type=float, default=270.0, help="start no case after this")
+    p.add_argument("--backend", default="auto", help="model.kernel_backend for every case")
     p.add_argument("--compile_threads", type=int, default=8, help="parallel XLA compilations")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -179,7 +180,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     cases = []
     for spec in args.cases.split(","):
-        case = Case(spec)
+        case = Case(spec, args.backend)
         try:
             case.lower()
             cases.append(case)
