@@ -13,7 +13,7 @@ from eval import passkey as passkey_cli
 from gca_jax.inference import Engine
 from gca_jax.inference import evaluation as ev
 
-T = 15 * 20
+T = 15 * 16
 
 
 def test_wilson_interval():

@@ -12,7 +12,7 @@ from gca_jax.modeling import build_model
 
 from .conftest import tiny_model_config
 
-T = 15 * 7  # 7 chunks: segments of 3 chunks -> 3, 3, 1 (first, middle, short last shapes)
+T = 15 * 7  # 7 chunks: segments of 2 chunks -> 2, 2, 2, 1 (first, middle, short last shapes)
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,11 @@ def tokens():
 
 @pytest.fixture(scope="module")
 def engines(tiny_model):
-    """One engine per memory placement, shared so compiled steps are reused."""
-    return {off: Engine(tiny_model, segment_chunks=3, offload=off) for off in (False, True)}
+    """One engine per memory placement, shared so compiled steps are reused.
+
+    2-chunk segments: C * K = 6 < E = 7 memory rows, so the device path compacts the memory.
+    """
+    return {off: Engine(tiny_model, segment_chunks=2, offload=off) for off in (False, True)}
 
 
 @pytest.fixture(scope="module")
@@ -38,21 +41,17 @@ def test_segmented_equals_unsegmented(tiny_model, engines, tokens, full_logits, 
     np.testing.assert_allclose(out.logits, full_logits, rtol=1e-5, atol=1e-5)
     loss, _ = tiny_model.loss(jnp.asarray(tokens))
     np.testing.assert_allclose(out.ce_sum.sum() / out.ce_count.sum(), float(loss), rtol=1e-5)
-    # Chunk 3 opens the second segment; it uses the previous segment's last row (fix of the
-    # original's zero GCA there), so its retrieval weights sum to one.
+    # Chunks 2 and 4 open segments; they use the previous segment's last row (fix of the
+    # original's zero GCA there), so their retrieval weights sum to one.
     for idx, w in out.retrievals:
         assert idx.shape == (2, 7, 3)
-        np.testing.assert_allclose(w[:, 3].sum(-1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(w[:, [2, 4]].sum(-1), 1.0, rtol=1e-6)
         np.testing.assert_array_equal(w[:, :2], 0.0)
 
 
-def test_offload_equals_device_retrieval(tiny_model, tokens, full_logits):
-    # 2-chunk segments: C * K = 6 < E = 7 rows, so the device path compacts the memory too.
-    dev = Engine(tiny_model, segment_chunks=2).prefill(tokens, logits_at=[T - 1], record=True)
-    host = Engine(tiny_model, segment_chunks=2, offload=True).prefill(
-        tokens, logits_at=[T - 1], record=True
-    )
-    np.testing.assert_allclose(dev.logits[:, 0], full_logits[:, -1], rtol=1e-5, atol=1e-5)
+def test_offload_equals_device_retrieval(engines, tokens):
+    dev = engines[False].prefill(tokens, logits_at=[T - 1], record=True)
+    host = engines[True].prefill(tokens, logits_at=[T - 1], record=True)
     np.testing.assert_array_equal(host.logits, dev.logits)
     for (i_d, w_d), (i_h, w_h) in zip(dev.retrievals, host.retrievals):
         np.testing.assert_array_equal(i_h, i_d)
