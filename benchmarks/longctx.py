@@ -143,7 +143,7 @@ def main() -> None:
         for n in args.lengths.split(",")
         if n
     ]
-    jobs += [
+    decode = [
         dict(
             base,
             kind="decode",
@@ -154,6 +154,7 @@ def main() -> None:
         for b in args.decode_batches.split(",")
         if b
     ]
+    jobs = jobs[:1] + decode + jobs[1:]  # cheap decode rows before the longest prefills
     dev = jax.devices()[0]
     print(f"date {datetime.date.today()}, device {dev.device_kind}, jax {jax.__version__}")
     print(f"command: PYTHONPATH=. python3 -m benchmarks.longctx {' '.join(sys.argv[1:])}\n")
