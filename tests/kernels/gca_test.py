@@ -16,6 +16,7 @@ from kernels._backend import UnsupportedInputError
 from kernels.gca import gca_attention, gca_decode, pallas_triton_vjp, reference
 from kernels.gca._common import GcaBlockConfig, RowTiles, row_tiles
 from kernels.gca.pallas_triton import gca_attention_pallas
+from tests.kernels.tolerances import tolerance
 
 
 class Spec(typing.NamedTuple):
@@ -38,12 +39,6 @@ SPECS = {
     "k3_gqa_p65": Spec(B=2, C=3, P=65, H=4, Hkv=2, d=16, E=5, S=64, K=3),
     "k8_dups": Spec(B=1, C=2, P=64, H=2, Hkv=1, d=32, E=4, S=64, K=8),  # E < K: duplicates.
     "p7_e1": Spec(B=2, C=2, P=7, H=2, Hkv=2, d=16, E=1, S=32, K=2),
-}
-
-# Relative tolerances (to the largest reference magnitude) per dtype; NaN never passes.
-TOLERANCES = {
-    jnp.float32: {"out": 1e-5, "grad": 1e-5},
-    jnp.bfloat16: {"out": 1e-2, "grad": 2e-2},
 }
 
 H200 = AbstractDevice(device_kind="NVIDIA H200", num_cores=132, platform="cuda")
@@ -82,6 +77,7 @@ def reference_f32(q, keys, values, idx, w, dout, *, scale):
 
 
 def assert_close(actual, expected, tol, name):
+    """Relative to the largest reference magnitude (tests/kernels/tolerances.py gives tol)."""
     actual = np.asarray(actual, np.float32)
     expected = np.asarray(expected, np.float32)
     assert np.all(np.isfinite(actual)), f"{name}: non-finite values"
@@ -95,13 +91,12 @@ def check_against_reference(spec: Spec, dtype, seed: int, zero_fraction: float =
     out, grads = fwd_and_vjp(q, keys, values, idx, w, dout, backend="interpret", scale=scale)
     ref_out, ref_grads = reference_f32(q, keys, values, idx, w, dout, scale=scale)
     assert out.dtype == dtype and out.shape == q.shape
-    tol = TOLERANCES[dtype]
-    assert_close(out, ref_out, tol["out"], "out")
+    assert_close(out, ref_out, tolerance(dtype, "out"), "out")
     for name, g, rg, x in zip(
         ("dq", "dkeys", "dvalues", "dw"), grads, ref_grads, (q, keys, values, w)
     ):
         assert g.dtype == x.dtype and g.shape == x.shape, name
-        assert_close(g, rg, tol["grad"], name)
+        assert_close(g, rg, tolerance(dtype, "grad"), name)
     return grads, ref_grads
 
 
@@ -159,7 +154,7 @@ def test_p65_gradient_of_row_64():
     grads, ref_grads = check_against_reference(spec, jnp.float32, seed=3, zero_fraction=0.0)
     dq_row64, ref_row64 = grads[0][:, :, 64], ref_grads[0][:, :, 64]
     assert float(jnp.max(jnp.abs(ref_row64))) > 1e-3  # The row really has a gradient.
-    assert_close(dq_row64, ref_row64, TOLERANCES[jnp.float32]["grad"], "dq row 64")
+    assert_close(dq_row64, ref_row64, tolerance(jnp.float32, "grad"), "dq row 64")
 
 
 def test_tf32_probs_config_is_at_least_as_accurate():
@@ -265,7 +260,7 @@ def test_decode_matches_reference(n, hkv, dtype):
     f32 = [x.astype(jnp.float32) for x in (q, keys, values)]
     ref = reference.gca_decode_reference(*f32, w, scale=0.25)
     assert out.dtype == dtype and out.shape == q.shape
-    assert_close(out, ref, TOLERANCES[dtype]["out"], "decode")
+    assert_close(out, ref, tolerance(dtype, "out"), "decode")
 
 
 def test_decode_equals_attention_on_gathered_chunks():
