@@ -10,6 +10,8 @@ Backends: ``"xla"`` (kernels/gca/reference.py, ground truth), ``"pallas"`` (Pall
 ``"interpret"`` (the same Pallas kernels on CPU), ``"auto"`` (pallas on GPU when supported).
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -25,8 +27,13 @@ def _is_pow2(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
 
 
-def _kernel_support(dtype, slots: int, head_dim: int, scale: float) -> tuple[bool, str]:
+def _kernel_support(
+    dtype, slots: int, head_dim: int, scale: float, slab_elements: int
+) -> tuple[bool, str]:
     """Whether the Pallas-Triton kernels take these sizes (power-of-2 tiles, tensor-core dots)."""
+    if slab_elements >= 2**31:
+        # Each program indexes one batch element's whole q or memory slab: keep offsets in int32.
+        return False, f"one batch element's q or memory has {slab_elements} >= 2**31 elements"
     if not scale > 0:
         return False, f"{scale=} must be positive"
     if jnp.dtype(dtype) not in [jnp.dtype(t) for t in _KERNEL_DTYPES]:
@@ -38,7 +45,8 @@ def _kernel_support(dtype, slots: int, head_dim: int, scale: float) -> tuple[boo
     return True, ""
 
 
-def _check_qkv(op: str, q_shape, k_shape, v_shape, q_dtype, k_dtype, v_dtype, batch_dims: int):
+def _check_qkv(op: str, q_shape, k_shape, v_shape, q_dtype, k_dtype, v_dtype) -> None:
+    """Raises UnsupportedInputError unless q/keys/values agree on dtype, batch, d and GQA groups."""
     if k_shape != v_shape:
         raise UnsupportedInputError(f"{op}: keys shape {k_shape} != values shape {v_shape}")
     if not (q_dtype == k_dtype == v_dtype):
@@ -53,7 +61,6 @@ def _check_qkv(op: str, q_shape, k_shape, v_shape, q_dtype, k_dtype, v_dtype, ba
         raise UnsupportedInputError(f"{op}: head dim of q ({d}) != head dim of keys ({dk})")
     if h % hkv:
         raise UnsupportedInputError(f"{op}: query heads H={h} must be a multiple of Hkv={hkv}")
-    del batch_dims
 
 
 def gca_attention(
@@ -89,7 +96,8 @@ def gca_attention(
 
     Raises:
       UnsupportedInputError: inconsistent shapes or dtypes, or a Pallas backend requested for
-        inputs its kernels cannot take.
+        inputs its kernels cannot take (S or d not a power of 2 in range, scale <= 0, other
+        dtypes than float32/bfloat16/float16).
     """
     op = "gca_attention"
     if q_BxCxPxHxd.ndim != 5 or keys_BxExSxHkvxd.ndim != 5:
@@ -105,7 +113,6 @@ def gca_attention(
         q_BxCxPxHxd.dtype,
         keys_BxExSxHkvxd.dtype,
         values_BxExSxHkvxd.dtype,
-        2,
     )
     b, c = q_BxCxPxHxd.shape[:2]
     if idx_BxCxK.ndim != 3 or idx_BxCxK.shape[:2] != (b, c) or idx_BxCxK.shape[2] < 1:
@@ -116,8 +123,9 @@ def gca_attention(
         raise UnsupportedInputError(f"{op}: idx dtype must be int32, got {idx_BxCxK.dtype}")
     if not jnp.issubdtype(w_BxCxK.dtype, jnp.floating):
         raise UnsupportedInputError(f"{op}: w must be floating, got {w_BxCxK.dtype}")
+    slab = max(math.prod(q_BxCxPxHxd.shape[1:]), math.prod(keys_BxExSxHkvxd.shape[1:]))
     ok, why = _kernel_support(
-        q_BxCxPxHxd.dtype, keys_BxExSxHkvxd.shape[2], q_BxCxPxHxd.shape[4], scale
+        q_BxCxPxHxd.dtype, keys_BxExSxHkvxd.shape[2], q_BxCxPxHxd.shape[4], scale, slab
     )
     chosen = resolve_backend(op, backend, pallas_supported=ok, reason=why)
     if chosen == "xla":
@@ -177,13 +185,15 @@ def gca_decode(
         q_BxNxHxd.dtype,
         keys_BxKxSxHkvxd.dtype,
         values_BxKxSxHkvxd.dtype,
-        1,
     )
     if w_BxK.shape != keys_BxKxSxHkvxd.shape[:2]:
         raise UnsupportedInputError(
             f"{op}: w shape {w_BxK.shape} must be (B, K) = {keys_BxKxSxHkvxd.shape[:2]}"
         )
-    ok, why = _kernel_support(q_BxNxHxd.dtype, keys_BxKxSxHkvxd.shape[2], q_BxNxHxd.shape[3], scale)
+    slab = max(math.prod(q_BxNxHxd.shape[1:]), math.prod(keys_BxKxSxHkvxd.shape[1:]))
+    ok, why = _kernel_support(
+        q_BxNxHxd.dtype, keys_BxKxSxHkvxd.shape[2], q_BxNxHxd.shape[3], scale, slab
+    )
     chosen = resolve_backend(op, backend, pallas_supported=ok, reason=why)
     if chosen == "xla":
         return reference.gca_decode_reference(

@@ -6,21 +6,28 @@ Contract (same as kernels/gca/reference.py):
                                   @ values[b, idx[b, c, k]]
 
 - Shapes: q (B, C, P, H, d), memory keys/values (B, E, S, Hkv, d), idx/w (B, C, K); any B, C, E,
-  K >= 1 and any P >= 1 (rows past P in the last query tile are masked, so P = 65 works).
-- Sizes the Triton tiles impose: S and d powers of two, 16 <= S <= 128, 16 <= d <= 256 (checked
-  by the public op). H % Hkv == 0 (GQA, query head h reads kv head h // (H // Hkv)).
+  K >= 1 and any P >= 1. A chunk's P rows are cut into block_q-row tiles plus one smaller
+  power-of-2 tail tile (P = 65: 64 + 16 rows); rows past P are masked.
+- Sizes the Triton tiles impose: S and d powers of two, 16 <= S <= 128, 16 <= d <= 256, and
+  scale > 0 (all checked by the public op). H % Hkv == 0 (GQA: query head h reads kv head
+  h // (H // Hkv)).
 - Dtypes: float32, bfloat16, float16; q, keys and values share one. Scores, softmax and the
-  weighted sum are float32; probabilities are cast to the value dtype before P @ V (as the
-  original kernel, seed-spec §2.2). float32 dots run at IEEE precision (no TF32).
+  weighted sum are float32; probabilities and dS are cast to the input dtype before their dots
+  (as the original kernel, seed-spec §2.2-2.3) unless GcaBlockConfig.use_tf32_probs. float32
+  inputs multiply at IEEE precision (no TF32).
 - Retrieved chunks are read BY INDEX inside the kernels: each program holds the whole memory of
   its (batch, kv head) as a pointer and loads row idx[b, c, k] itself. The gathered
   (B, C, K, S, H, d) tensor never exists, forward or backward.
 - Forward residual: the per-(row, retrieved chunk) log-sum-exp in base 2, (B, C, H, K, P_pad)
-  float32, P_pad = P rounded up to the query tile. No probabilities or gathered chunks are saved.
-- Backward (kernels/gca/pallas_triton_vjp.py): a dq kernel over query tiles (also writes the
-  per-chunk delta = <dO, O_k>, from which dw is a sum in XLA) and a dK/dV kernel over memory rows
-  that walks an inverse index (stable argsort of idx), so dK/dV are accumulated in a fixed order:
-  same inputs, same bits.
+  float32 (P_pad = the rows the tiles cover, 64 for P = 64, 80 for P = 65). No probabilities,
+  per-chunk outputs or gathered chunks are saved.
+- Backward (kernels/gca/pallas_triton_vjp.py): a dq kernel over query tiles that also writes the
+  per-chunk delta = <dO, O_k> (dw is its sum over heads and rows, in XLA), and a dK/dV kernel over
+  memory rows that walks an inverse index (pairs sorted by row, ascending within a row), so dK/dV
+  are accumulated in a fixed order without atomics: same inputs, same bits.
+- Decode (gca_decode_pallas): N query rows against K chunks already gathered by the caller;
+  forward only.
+- Block sizes, warps and stages: GcaBlockConfig (kernels/gca/_common.py), static.
 """
 
 import functools

@@ -2,7 +2,7 @@
 
 Maths (seed-spec §2.3), per query chunk c, retrieved slot k (memory row e = idx[c, k]) and head:
 
-    P_k = exp2(s_k * log2(e) - lse2_k)           probabilities recomputed from the saved LSE
+    P_k = exp2(s_k * LOG2_E - lse2_k)            probabilities recomputed from the saved LSE
     dP_k = dO V_e^T
     delta_k[t] = <dO_t, O_k[t]> = sum_j P_k[t, j] dP_k[t, j]     (O_k = P_k V_e, never formed)
     dw_k = sum over heads and rows of delta_k
@@ -12,7 +12,7 @@ Maths (seed-spec §2.3), per query chunk c, retrieved slot k (memory row e = idx
 
 The dq kernel runs over query tiles, like the forward, and writes dq and delta. The dK/dV kernel
 runs over (memory row, slot tile, kv head, batch) and walks the (c, k) pairs that retrieved its
-row, found through an inverse index built in XLA (stable argsort of the flattened idx). Pairs with
+row, found through an inverse index built in XLA (a stable sort of the flattened idx). Pairs with
 w = 0 are sorted past the last row and never visited: they add exactly nothing to dK/dV, and this
 keeps padding slots (often all pointing at row 0) from piling onto one program. The walk order is
 fixed by the stable sort, so dK/dV are bitwise reproducible (no atomics). Nothing of size

@@ -293,6 +293,16 @@ def test_contract_violations_raise():
         gca_attention(odd_d, odd_kv, odd_kv, idx, w, scale=1.0, backend="interpret")
     # The reference takes any head dim, and "auto" on CPU picks it.
     assert gca_attention(odd_d, odd_kv, odd_kv, idx, w, scale=1.0).shape == odd_d.shape
+    with pytest.raises(UnsupportedInputError, match="positive"):
+        gca_attention(q, keys, values, idx, w, scale=-1.0, backend="interpret")
+    huge = jax.ShapeDtypeStruct((1, 50_000, 64, 12, 64), jnp.bfloat16)  # > 2**31 elements.
+    with pytest.raises(UnsupportedInputError, match="2\\*\\*31"):
+        jax.eval_shape(
+            lambda q, k, v: gca_attention(q, k, v, idx[:1], w[:1], scale=1.0, backend="pallas"),
+            jax.ShapeDtypeStruct((1, 1, 64, 12, 64), jnp.bfloat16),
+            huge,
+            huge,
+        )
 
 
 def _lowered_text(fn, *args):
