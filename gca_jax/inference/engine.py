@@ -281,42 +281,7 @@ class Engine:
         s = cfg.chunk_len
         for c0 in range(0, num_chunks, self.segment_chunks):
             c1 = min(c0 + self.segment_chunks, num_chunks)
-            has_cache = carry.num_positions > 0
-            h, carry.caches[0], rows = self._lower(
-                self.params,
-                jnp.asarray(tokens[:, c0 * s : c1 * s]),
-                carry.caches[0],
-                has_cache=has_cache,
-            )
-            first_chunk = carry.store.num_chunks
-            carry.store.append(rows)
-            for g in range(cfg.num_groups):
-                ret, carry.last_rows[g] = self._retrieve(
-                    self.params,
-                    h,
-                    carry.store.landmarks,
-                    jnp.int32(first_chunk),
-                    carry.last_rows[g],
-                    group=g,
-                )
-                if record:
-                    recorded[g].append(jax.device_get(ret))
-                if self.offload:
-                    memory, idx = carry.store.gather_union(ret.idx)
-                    ret, compact = Retrieval(idx=idx, w=ret.w), False
-                else:
-                    memory = carry.store.device_memory()
-                    compact = carry.store.capacity > ret.idx.shape[1] * ret.idx.shape[2]
-                h, carry.caches[1 + g] = self._group(
-                    self.params,
-                    h,
-                    carry.caches[1 + g],
-                    memory,
-                    ret,
-                    group=g,
-                    has_cache=has_cache,
-                    compact=compact,
-                )
+            h = self._run_segment(carry, tokens[:, c0 * s : c1 * s], recorded if record else None)
             carry.num_positions += (c1 - c0) * cfg.slots_per_chunk
             self._score(h, targets, queries, c0 * s, c1 * s, with_ce, logits, ce_sum, ce_count)
             if progress is not None:
@@ -335,6 +300,43 @@ class Engine:
             retrievals=retrievals,
             pad=pad,
         )
+
+    def _run_segment(self, carry: Carry, tokens_BxT: np.ndarray, recorded: list | None):
+        """Lower stack, memory append, then per group retrieval and upper layers; returns h."""
+        has_cache = carry.num_positions > 0
+        h, carry.caches[0], rows = self._lower(
+            self.params, jnp.asarray(tokens_BxT), carry.caches[0], has_cache=has_cache
+        )
+        first_chunk = carry.store.num_chunks
+        carry.store.append(rows)
+        for g in range(self.cfg.num_groups):
+            ret, carry.last_rows[g] = self._retrieve(
+                self.params,
+                h,
+                carry.store.landmarks,
+                jnp.int32(first_chunk),
+                carry.last_rows[g],
+                group=g,
+            )
+            if recorded is not None:
+                recorded[g].append(jax.device_get(ret))
+            if self.offload:
+                memory, idx = carry.store.gather_union(ret.idx)
+                ret, compact = Retrieval(idx=idx, w=ret.w), False
+            else:
+                memory = carry.store.device_memory()
+                compact = carry.store.capacity > ret.idx.shape[1] * ret.idx.shape[2]
+            h, carry.caches[1 + g] = self._group(
+                self.params,
+                h,
+                carry.caches[1 + g],
+                memory,
+                ret,
+                group=g,
+                has_cache=has_cache,
+                compact=compact,
+            )
+        return h
 
     def _score(self, h, targets, queries, start, stop, with_ce, logits, ce_sum, ce_count):
         """Runs the head on one segment and accumulates what was asked."""
