@@ -1,7 +1,8 @@
 """Pallas-Triton kernels for causal sliding-window attention with ALiBi (forward and backward).
 
 Contract:
-  - q (B, T, H, d), k/v (B, T, Hkv, d), ``H % Hkv == 0``; dtypes bf16, f16 or f32 (one dtype).
+  - q (B, T, H, d), k/v (B, T, Hkv, d), ``H % Hkv == 0``; dtype bf16 or f32 (one dtype; the caller
+    rejects others).
     Dots accumulate in f32 (f32 inputs use IEEE f32 dots, not TF32); softmax is f32.
   - Any T: T is zero-padded to a multiple of the largest block and sliced back. Padded query rows
     see themselves and are discarded; real queries never see padded keys (they lie in the future).
