@@ -72,6 +72,28 @@ def run_prefill(job: dict) -> dict:
     }
 
 
+def run_check(job: dict) -> dict:
+    """Segmented prefill (configured kernels) vs the unsegmented XLA forward, 128 chunks."""
+    from flax import nnx
+
+    from gca_jax.inference import Engine
+
+    model = _model(job["config"], job["overrides"])
+    cfg = model.cfg
+    t = 128 * cfg.chunk_len
+    tokens = np.random.default_rng(1).integers(0, cfg.pad_id, (1, t)).astype(np.int32)
+    pos = np.arange(t - 200, t)
+    out = Engine(model, segment_chunks=32).prefill(tokens, logits_at=pos)
+    ref_model = _model(job["config"], job["overrides"] + ["model.kernel_backend=xla"])
+    nnx.update(ref_model, nnx.state(model))
+    ref = np.asarray(jax.jit(lambda x: ref_model.logits(x))(jnp.asarray(tokens)))[0, pos]
+    return {
+        "max_abs_diff": float(np.abs(out.logits[0] - ref).max()),
+        "max_abs_logit": float(np.abs(ref).max()),
+        "argmax_agree": float(np.mean(out.logits[0].argmax(-1) == ref.argmax(-1))),
+    }
+
+
 def run_decode(job: dict) -> dict:
     """Decode steps at a context of ``job['length']`` tokens for batch ``job['batch']``."""
     from gca_jax.inference import Decoder, Engine
@@ -113,6 +135,8 @@ def _child(job: dict, timeout: float) -> dict:
 
 
 def _row(job: dict, r: dict) -> str:
+    if job["kind"] == "check":
+        return f"<!-- check vs XLA forward: {json.dumps(r)} -->"
     what = "prefill" if job["kind"] == "prefill" else f"decode B={job['batch']}"
     mem = "host (offload)" if job.get("offload") else "device"
     ctx = f"{job['length'] / (1 << 20):g}M" if job["length"] >= 1 << 20 else str(job["length"])
@@ -139,10 +163,12 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=420, help="seconds per measurement")
     p.add_argument("--deadline", type=float, default=3600, help="seconds for all measurements")
     p.add_argument("--smoke", action="store_true", help="CPU plumbing check, tiny config")
+    p.add_argument("--check", action="store_true", help="first compare with the XLA forward")
     args = p.parse_args()
     if args.job:
         job = json.loads(args.job)
-        result = (run_prefill if job["kind"] == "prefill" else run_decode)(job)
+        runner = {"prefill": run_prefill, "decode": run_decode, "check": run_check}[job["kind"]]
+        result = runner(job)
         print(json.dumps(result), flush=True)
         return
     from gca_jax.inference.evaluation import parse_length
@@ -169,6 +195,8 @@ def main() -> None:
         if b
     ]
     jobs = jobs[:1] + decode + jobs[1:]  # cheap decode rows before the longest prefills
+    if args.check:
+        jobs.insert(0, dict(base, kind="check", length=128 * 63))
     dev = jax.devices()[0]
     print(f"date {datetime.date.today()}, device {dev.device_kind}, jax {jax.__version__}")
     print(f"command: PYTHONPATH=. python3 -m benchmarks.longctx {' '.join(sys.argv[1:])}\n")
