@@ -1,5 +1,7 @@
-"""Self-attention blocks: the decoder's sliding-window ALiBi attention and the encoder's
-bidirectional RoPE attention within a chunk.
+"""Self-attention blocks.
+
+The decoder's sliding-window ALiBi attention and the encoder's bidirectional RoPE attention
+within a chunk.
 """
 
 import jax
@@ -39,13 +41,14 @@ class SlidingWindowSelfAttention(nnx.Module):
 
     def project_qkv(self, x_BxLxD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Splits x into per-head queries (B, L, H, d), keys and values (B, L, Hkv, d)."""
-        b, l, _ = x_BxLxD.shape
-        q = self.q_proj(x_BxLxD).reshape(b, l, self.num_heads, self.head_dim)
-        k = self.k_proj(x_BxLxD).reshape(b, l, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x_BxLxD).reshape(b, l, self.num_kv_heads, self.head_dim)
+        b, seq, _ = x_BxLxD.shape
+        q = self.q_proj(x_BxLxD).reshape(b, seq, self.num_heads, self.head_dim)
+        k = self.k_proj(x_BxLxD).reshape(b, seq, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x_BxLxD).reshape(b, seq, self.num_kv_heads, self.head_dim)
         return q, k, v
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        """(B, L, D) -> (B, L, D)."""
         q_BxLxHxd, k_BxLxHkvxd, v_BxLxHkvxd = self.project_qkv(x_BxLxD)
         o_BxLxHxd = sharding.sliding_window_attention(  # shard_map'd kernel
             q_BxLxHxd,
@@ -55,8 +58,8 @@ class SlidingWindowSelfAttention(nnx.Module):
             alibi_slopes=alibi_slopes(self.num_heads),
             backend=self.backend,
         )
-        b, l = x_BxLxD.shape[:2]
-        return self.o_proj(o_BxLxHxd.reshape(b, l, -1))
+        b, seq = x_BxLxD.shape[:2]
+        return self.o_proj(o_BxLxHxd.reshape(b, seq, -1))
 
 
 class ChunkSelfAttention(nnx.Module):
@@ -72,6 +75,7 @@ class ChunkSelfAttention(nnx.Module):
         self.num_heads, self.head_dim, self.theta = cfg.num_heads, cfg.head_dim, cfg.rope_theta
 
     def __call__(self, x_NxPxD: jax.Array) -> jax.Array:
+        """(N, P, D) chunks -> (N, P, D), every slot attending to every slot of its chunk."""
         n, p, _ = x_NxPxD.shape
         shape = (n, p, self.num_heads, self.head_dim)
         q_NxPxHxd = apply_rope(self.q_proj(x_NxPxD).reshape(shape), self.theta)

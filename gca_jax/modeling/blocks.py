@@ -41,6 +41,7 @@ class DecoderLayer(nnx.Module):
         self.mlp = _mlp(cfg, rngs)
 
     def __call__(self, h_BxLxD: jax.Array) -> jax.Array:
+        """(B, L, D) float32 residual stream in and out."""
         h_BxLxD = h_BxLxD + self.attn(self.input_norm(h_BxLxD)).astype(jnp.float32)
         return h_BxLxD + self.mlp(self.post_norm(h_BxLxD)).astype(jnp.float32)
 
@@ -55,6 +56,7 @@ class EncoderLayer(nnx.Module):
         self.mlp = _mlp(cfg, rngs)
 
     def __call__(self, h_NxPxD: jax.Array) -> jax.Array:
+        """(N, P, D) float32 chunk states in and out."""
         h_NxPxD = h_NxPxD + self.attn(self.input_norm(h_NxPxD)).astype(jnp.float32)
         return h_NxPxD + self.mlp(self.post_norm(h_NxPxD)).astype(jnp.float32)
 
@@ -77,6 +79,7 @@ class GroupedCrossAttention(nnx.Module):
         self.backend = cfg.kernel_backend
 
     def __call__(self, h_BxCxPxD: jax.Array, memory: ChunkMemory, ret: Retrieval) -> jax.Array:
+        """(B, C, P, D) states -> (B, C, P, D) GCA output; zero where all weights are zero."""
         b, c, p, _ = h_BxCxPxD.shape
         q = self.q_proj(self.pre_norm(h_BxCxPxD)).reshape(b, c, p, self.num_heads, self.head_dim)
         o_BxCxPxHxd = sharding.gca_attention(  # shard_map'd kernel
@@ -106,9 +109,10 @@ class UpperLayer(nnx.Module):
         self.mlp = _mlp(cfg, rngs)
 
     def __call__(self, h_BxLxD: jax.Array, memory: ChunkMemory, ret: Retrieval) -> jax.Array:
-        b, l, dim = h_BxLxD.shape
+        """(B, L, D) float32 residual stream in and out; ``ret`` is aligned to query chunks."""
+        b, seq, dim = h_BxLxD.shape
         c = ret.idx.shape[1]
         h1_BxLxD = h_BxLxD + self.attn(self.input_norm(h_BxLxD)).astype(jnp.float32)
-        a_BxCxPxD = self.gca(h1_BxLxD.reshape(b, c, l // c, dim), memory, ret)
-        mlp_in = self.post_norm(h1_BxLxD + a_BxCxPxD.reshape(b, l, dim).astype(jnp.float32))
+        a_BxCxPxD = self.gca(h1_BxLxD.reshape(b, c, seq // c, dim), memory, ret)
+        mlp_in = self.post_norm(h1_BxLxD + a_BxCxPxD.reshape(b, seq, dim).astype(jnp.float32))
         return h1_BxLxD + self.mlp(mlp_in).astype(jnp.float32)

@@ -120,9 +120,9 @@ class DRT(nnx.Module):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """``hidden_states`` from landmark-inserted embeddings (B, C*P, D)."""
         cfg = self.cfg
-        b, l, _ = h_BxLxD.shape
+        b, seq, _ = h_BxLxD.shape
         p = cfg.slots_per_chunk
-        c = l // p
+        c = seq // p
         h_BxLxD = apply_stack(self.lower, h_BxLxD, remat=cfg.remat)
         memory = self.encode_chunks(h_BxLxD.reshape(b, c, p, -1))
         chunk_ids_C = jnp.arange(c)

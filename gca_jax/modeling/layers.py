@@ -35,6 +35,7 @@ class Dense(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x_xD: jax.Array) -> jax.Array:
+        """(..., in) -> (..., out) in the compute dtype, float32 accumulation."""
         return jnp.dot(
             x_xD.astype(self.dtype),
             self.kernel[...].astype(self.dtype),
@@ -59,6 +60,7 @@ class RMSNorm(nnx.Module):
         self.out_dtype = out_dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        """Normalises the last axis; output in ``out_dtype``."""
         return rms_norm(x, self.scale[...], self.eps).astype(self.out_dtype)
 
 
@@ -81,6 +83,7 @@ class SwiGLU(nnx.Module):
         self.down = Dense(hidden, dim, logical_axes=("mlp", "embed"), **kw)
 
     def __call__(self, x_xD: jax.Array) -> jax.Array:
+        """(..., D) -> (..., D)."""
         return self.down(jax.nn.silu(self.gate(x_xD)) * self.up(x_xD))
 
 

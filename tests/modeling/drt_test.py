@@ -18,12 +18,15 @@ def _tokens(key, b, t, vocab=256):
     return jax.random.randint(jax.random.key(key), (b, t), 0, vocab, jnp.int32)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("drt_128m_pg19.yaml", 145_980_672),
-    ("drt_128m_x2_pg19.yaml", 145_981_440),
-    ("swa_128m.yaml", 123_557_376),
-    ("swa_128m_plus2.yaml", 137_716_224),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("drt_128m_pg19.yaml", 145_980_672),
+        ("drt_128m_x2_pg19.yaml", 145_981_440),
+        ("swa_128m.yaml", 123_557_376),
+        ("swa_128m_plus2.yaml", 137_716_224),
+    ],
+)
 def test_parameter_counts_match_the_paper_configs(name, expected):
     cfg = load_config(ROOT / "configs" / name).model
     model = nnx.eval_shape(lambda: build_model(cfg, rngs=nnx.Rngs(0)))
@@ -59,7 +62,8 @@ class ForwardTest(chex.TestCase):
             model = build_model(cfg, rngs=nnx.Rngs(0))
             tokens = _tokens(1, 2, 4 * cfg.chunk_len)
             loss, aux = self.variant(lambda m, t: m.loss(t, gumbel_key=jax.random.key(3)))(
-                model, tokens)
+                model, tokens
+            )
             logits = self.variant(lambda m, t: m.logits(t))(model, tokens)
             chex.assert_shape(logits, (2, tokens.shape[1], cfg.vocab_size))
             chex.assert_type(logits, jnp.float32)
@@ -101,7 +105,7 @@ def test_causality_by_gradient_through_retrieval_and_encoder(model_type):
     probe = jax.random.normal(jax.random.key(5), (emb.shape[-1],))
     grad = jax.jit(jax.grad(lambda e: jnp.dot(forward(e)[0, pos].astype(jnp.float32), probe)))(emb)
     grad = np.asarray(grad[0])
-    np.testing.assert_array_equal(grad[pos + 1:], 0.0)
+    np.testing.assert_array_equal(grad[pos + 1 :], 0.0)
     assert np.abs(grad[pos]).sum() > 0
     if model_type == "drt":
         assert np.abs(grad[:p]).sum() > 0, "no gradient through retrieval to chunk 0"
@@ -109,6 +113,7 @@ def test_causality_by_gradient_through_retrieval_and_encoder(model_type):
 
 def _swa_hidden(model, emb):
     from gca_jax.modeling.stack import apply_stack
+
     return model.final_norm(apply_stack(model.layers, emb, remat="none"))
 
 
@@ -119,8 +124,8 @@ def test_outputs_do_not_depend_on_the_rest_of_the_batch():
     logits = jax.jit(lambda m, t: m.logits(t))
     batched = logits(model, tokens)
     for i in range(3):
-        alone = logits(model, tokens[i:i + 1])
-        np.testing.assert_allclose(batched[i:i + 1], alone, rtol=1e-5, atol=1e-5)
+        alone = logits(model, tokens[i : i + 1])
+        np.testing.assert_allclose(batched[i : i + 1], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_chunks_0_and_1_get_exactly_zero_gca():

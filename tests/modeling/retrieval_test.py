@@ -4,8 +4,13 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gca_jax.modeling.retrieval import (causal_mask, lag_one_chunk, retrieval_scores,
-                                        safe_masked_softmax, select_rows)
+from gca_jax.modeling.retrieval import (
+    causal_mask,
+    lag_one_chunk,
+    retrieval_scores,
+    safe_masked_softmax,
+    select_rows,
+)
 from kernels.gca import gca_attention
 
 
@@ -17,8 +22,13 @@ def _rows(seed, b, c, e, k, gumbel):
     return scores, valid, select_rows(scores, valid, top_k=k, gumbel_key=gkey)
 
 
-@given(c=st.sampled_from([1, 2, 5, 9]), k=st.sampled_from([1, 3, 8]), extra=st.sampled_from([0, 3]),
-       gumbel=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    c=st.sampled_from([1, 2, 5, 9]),
+    k=st.sampled_from([1, 3, 8]),
+    extra=st.sampled_from([0, 3]),
+    gumbel=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_query_chunk_only_sees_chunks_at_least_two_back(c, k, extra, gumbel, seed):
     e = c + extra  # memory may hold chunks from earlier segments
     _, _, rows = _rows(seed, 2, c, e, k, gumbel)
@@ -68,8 +78,9 @@ def test_masked_softmax_has_no_nan_in_values_or_gradients():
 def test_scores_are_scaled_by_sqrt_hidden():
     q = jax.random.normal(jax.random.key(0), (1, 2, 16))
     lm = jax.random.normal(jax.random.key(1), (1, 3, 16))
-    np.testing.assert_allclose(retrieval_scores(q, lm), jnp.einsum("bcd,bed->bce", q, lm) / 4.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        retrieval_scores(q, lm), jnp.einsum("bcd,bed->bce", q, lm) / 4.0, rtol=1e-6
+    )
 
 
 def test_null_slot_acts_as_softmax_off_by_one():
