@@ -151,7 +151,7 @@ def _ratios(rows: list[dict]) -> list[str]:
         drt = ok.get(("drt", t))
         if drt is None:
             continue
-        parts = [f"T={t}:"]
+        parts = []
         if ("swa", t) in ok:
             # Per-token step-time ratio (batches may differ between cases).
             ratio = ok[("swa", t)]["tok_s"] / drt["tok_s"]
@@ -159,7 +159,7 @@ def _ratios(rows: list[dict]) -> list[str]:
         if ("full", t) in ok:
             ratio = drt["tok_s"] / ok[("full", t)]["tok_s"]
             parts.append(f"DRT tokens/s / full attention = {ratio:.2f}x")
-        lines.append("- " + "; ".join(parts))
+        lines.append(f"- T={t}: " + "; ".join(parts))
     return lines
 
 
