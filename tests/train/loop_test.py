@@ -71,3 +71,19 @@ def test_damaged_latest_checkpoint_falls_back(run, repetitive_corpus, caplog):
     # Resumed from 15 with the saved data position: the same final weights, bit for bit.
     for a, b in zip(jax.tree.leaves(result.state.params), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_init_from_restores_weights_only(run, repetitive_corpus):
+    from gca_jax import checkpoint as ckpt_lib
+    from gca_jax import sharding as shard_lib
+    from gca_jax.training import abstract_state, make_optimizer
+
+    out, params, _ = run
+    cfg = _cfg(repetitive_corpus)
+    mesh = shard_lib.make_mesh(cfg.mesh)
+    _, abstract, _ = abstract_state(cfg.model, cfg.train.seed, make_optimizer(cfg.train), mesh)
+    restored = ckpt_lib.restore_params(out, abstract)  # a run directory: its latest step
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        ckpt_lib.restore_params(os.path.join(out, "missing"), abstract)
