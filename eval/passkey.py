@@ -50,12 +50,9 @@ def main(argv=None) -> None:
             passkey_len=args.passkey_len,
         )
         with tqdm(total=t * args.samples, unit="tok", unit_scale=True, desc=f"T={t}") as bar:
-            recs = [
-                ev.score_passkey_sample(
-                    engine, source[i], neutral_id=tok.pad_id, progress=bar.update
-                )
-                for i in range(args.samples)
-            ]
+            recs = ev.score_passkey_samples(
+                engine, source, args.samples, neutral_id=tok.pad_id, progress=bar.update
+            )
         summaries.append(ev.passkey_summary(recs, t))
         records[t] = recs
         print(f"T={t}: accuracy {summaries[-1]['accuracy']:.3f} ci95 {summaries[-1]['ci95']}")

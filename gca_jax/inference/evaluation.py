@@ -102,6 +102,16 @@ def score_passkey_sample(
     }
 
 
+def score_passkey_samples(
+    engine: Engine, source, num: int, *, neutral_id: int, progress=None
+) -> list[dict]:
+    """``score_passkey_sample`` over ``source[0..num)``, e.g. a ``niah.NiahSource``."""
+    return [
+        score_passkey_sample(engine, source[i], neutral_id=neutral_id, progress=progress)
+        for i in range(num)
+    ]
+
+
 def passkey_summary(records: list[dict], length: int) -> dict:
     """Accuracy and its 95% Wilson interval over scored samples of one context length."""
     hits, n = sum(r["hit"] for r in records), len(records)
