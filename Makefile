@@ -6,14 +6,20 @@ STAMP := $(VENV)/.installed
 .PHONY: test demo lint bench clean-venv
 
 $(PY):
-	@PY312=$$(command -v python3.12 || ls $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1); \
+	@PY312=""; \
+	for cand in "$$(command -v python3.12)" \
+	            $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V -r); do \
+	  if [ -n "$$cand" ] && "$$cand" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then \
+	    PY312="$$cand"; break; \
+	  fi; \
+	done; \
 	if [ -z "$$PY312" ]; then \
-	  echo "error: no Python 3.12 interpreter found (looked for python3.12 on PATH and pyenv's 3.12)." >&2; \
+	  echo "error: no working Python 3.12 interpreter found (looked for python3.12 on PATH and pyenv's 3.12)." >&2; \
 	  echo "       jax 0.11.2 needs Python >= 3.12: install python3.12 or run 'pyenv install 3.12'." >&2; \
 	  exit 1; \
 	fi; \
 	echo "creating $(VENV) with $$PY312"; \
-	$$PY312 -m venv $(VENV)
+	"$$PY312" -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml requirements.lock
 	$(PY) -m pip install -q --upgrade pip
