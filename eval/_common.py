@@ -17,8 +17,12 @@ def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def setup(args):
-    """Logs versions, loads the model and builds the engine; returns (engine, cfg)."""
+def setup(args, *, full_forward_ok: bool = False):
+    """Logs versions, loads the model and builds the engine; returns (engine, cfg).
+
+    With ``full_forward_ok``, models without chunk memory (the sliding-window baseline) are
+    scored by ``FullForwardScorer`` (one forward per sequence) instead of DRT's engine.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -35,6 +39,12 @@ def setup(args):
         args.config, args.overrides, checkpoint=args.checkpoint, seed=args.seed
     )
     log.info("config: %s", cfg.to_dict())
+    if full_forward_ok and cfg.model.model_type != "drt":
+        from gca_jax.inference.full_forward import FullForwardScorer
+
+        if args.offload:
+            raise ValueError(f"--offload needs a DRT model, got {cfg.model.model_type!r}")
+        return FullForwardScorer(model), cfg
     chunks = args.segment_chunks or cfg.eval.segment_chunks
     return Engine(model, segment_chunks=chunks, offload=args.offload), cfg
 

@@ -31,7 +31,7 @@ def main(argv=None) -> None:
     from gca_jax.inference.loading import check_corpus_tokenizer
 
     lengths = [ev.parse_length(x) for x in args.lengths.split(",")]
-    engine, cfg = _common.setup(args)
+    engine, cfg = _common.setup(args, full_forward_ok=True)
     os.makedirs(args.out, exist_ok=True)
     corpus = _common.corpus_or_builtin(args.corpus, args.out, cfg.data.tokenizer)
     tok = check_corpus_tokenizer(cfg, corpus)
