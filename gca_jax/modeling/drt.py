@@ -12,9 +12,9 @@ from flax import nnx
 from gca_jax.config import ModelConfig
 from gca_jax.modeling import retrieval as ret_lib
 from gca_jax.modeling.blocks import DecoderLayer, EncoderLayer, UpperLayer
-from gca_jax.modeling.chunking import insert_landmarks, next_token_targets
+from gca_jax.modeling.chunking import insert_landmarks
 from gca_jax.modeling.layers import Dense, Embedding, RMSNorm, to_dtype
-from gca_jax.modeling.loss import blocked_cross_entropy, tied_logits
+from gca_jax.modeling.loss import next_token_loss, tied_logits
 from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
 from gca_jax.modeling.stack import apply_stack, make_stack
 
@@ -142,7 +142,12 @@ class DRT(nnx.Module):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Mean next-token CE over raw tokens (landmark slots never predicted, spec §1.12)."""
         h_BxCxPxD, stats = self.hidden_states(tokens_BxT, gumbel_key=gumbel_key)
-        return _raw_token_loss(self, h_BxCxPxD, tokens_BxT, stats)
+        b, t = tokens_BxT.shape
+        h_BxTxD = h_BxCxPxD[:, :, : self.cfg.chunk_len].reshape(b, t, -1)
+        loss, aux = next_token_loss(
+            h_BxTxD, self.embed.table[...], tokens_BxT, block=self.cfg.loss_block
+        )
+        return loss, {**aux, **stats}
 
     def logits(self, tokens_BxT: jax.Array) -> jax.Array:
         """(B, T, V) float32 logits at raw-token positions (landmark slots removed)."""
@@ -150,17 +155,3 @@ class DRT(nnx.Module):
         b = h_BxCxPxD.shape[0]
         h_BxTxD = h_BxCxPxD[:, :, : self.cfg.chunk_len].reshape(b, tokens_BxT.shape[1], -1)
         return tied_logits(h_BxTxD, self.embed.table[...])
-
-
-def _raw_token_loss(model, h_BxCxPxD, tokens_BxT, stats):
-    cfg = model.cfg
-    b, t = tokens_BxT.shape
-    h_NxD = h_BxCxPxD[:, :, : cfg.chunk_len].reshape(b * t, -1)
-    total, count = blocked_cross_entropy(
-        h_NxD,
-        model.embed.table[...],
-        next_token_targets(tokens_BxT).reshape(-1),
-        block=cfg.loss_block,
-    )
-    loss = total / jnp.maximum(count, 1)
-    return loss, {"loss": loss, "tokens": count, **stats}

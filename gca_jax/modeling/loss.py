@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from gca_jax.modeling.chunking import IGNORE
+from gca_jax.modeling.chunking import IGNORE, next_token_targets
 
 
 def tied_logits(h_xD: jax.Array, table_VxD: jax.Array) -> jax.Array:
@@ -38,3 +38,18 @@ def blocked_cross_entropy(
 
     total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (h, tgt))
     return total, jnp.sum(targets_N != IGNORE)
+
+
+def next_token_loss(
+    h_BxTxD: jax.Array, table_VxD: jax.Array, tokens_BxT: jax.Array, *, block: int
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean next-token CE at raw-token positions, and {"loss", "tokens"} for metrics."""
+    b, t, _ = h_BxTxD.shape
+    total, count = blocked_cross_entropy(
+        h_BxTxD.reshape(b * t, -1),
+        table_VxD,
+        next_token_targets(tokens_BxT).reshape(-1),
+        block=block,
+    )
+    loss = total / jnp.maximum(count, 1)
+    return loss, {"loss": loss, "tokens": count}

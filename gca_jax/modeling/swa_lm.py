@@ -5,14 +5,12 @@ The same decoder layers as DRT's lower stack, ``sum(decoder_layers)`` of them, o
 """
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from gca_jax.config import ModelConfig
 from gca_jax.modeling.blocks import DecoderLayer
-from gca_jax.modeling.chunking import next_token_targets
 from gca_jax.modeling.layers import Embedding, RMSNorm, to_dtype
-from gca_jax.modeling.loss import blocked_cross_entropy, tied_logits
+from gca_jax.modeling.loss import next_token_loss, tied_logits
 from gca_jax.modeling.stack import apply_stack, make_stack
 
 
@@ -50,15 +48,10 @@ class SlidingWindowLM(nnx.Module):
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Mean next-token CE over raw tokens."""
         h_BxTxD, stats = self.hidden_states(tokens_BxT, gumbel_key=gumbel_key)
-        b, t, _ = h_BxTxD.shape
-        total, count = blocked_cross_entropy(
-            h_BxTxD.reshape(b * t, -1),
-            self.embed.table[...],
-            next_token_targets(tokens_BxT).reshape(-1),
-            block=self.cfg.loss_block,
+        loss, aux = next_token_loss(
+            h_BxTxD, self.embed.table[...], tokens_BxT, block=self.cfg.loss_block
         )
-        loss = total / jnp.maximum(count, 1)
-        return loss, {"loss": loss, "tokens": count, **stats}
+        return loss, {**aux, **stats}
 
     def logits(self, tokens_BxT: jax.Array) -> jax.Array:
         """(B, T, V) float32 logits."""
