@@ -4,7 +4,7 @@ Run: `PYTHONPATH=. python3 -m benchmarks.longctx` (randomly initialised DRT-128M
 configs/drt_128m_pg19.yaml). Each measurement runs in its own process, so the peak device memory
 (``memory_stats()["peak_bytes_in_use"]``) is its own. Prints a markdown table for
 docs/performance.md ("## Long-context inference") as rows finish; with $OUT set, also writes
-longctx.json there. `--smoke` runs the same plumbing on CPU with configs/tiny.yaml.
+`--out_name` (longctx.json) there. `--smoke` runs the same plumbing on CPU with configs/tiny.yaml.
 
 Prefill: one sample of T raw tokens (random ids; a passkey sample costs the same), segmented
 prefill, logits only at the scored position. A warm-up prefill of three segments with the same
@@ -164,11 +164,12 @@ def main() -> None:
     p.add_argument("--deadline", type=float, default=3600, help="seconds for all measurements")
     p.add_argument("--smoke", action="store_true", help="CPU plumbing check, tiny config")
     p.add_argument("--check", action="store_true", help="first compare with the XLA forward")
+    p.add_argument("--out_name", default="longctx.json", help="results file under $OUT")
     args = p.parse_args()
     if args.job:
         job = json.loads(args.job)
         runner = {"prefill": run_prefill, "decode": run_decode, "check": run_check}[job["kind"]]
-        result = runner(job)
+        result = dict(runner(job), device=jax.devices()[0].device_kind)
         print(json.dumps(result), flush=True)
         return
     from gca_jax.inference.evaluation import parse_length
@@ -197,8 +198,9 @@ def main() -> None:
     jobs = jobs[:1] + decode + jobs[1:]  # cheap decode rows before the longest prefills
     if args.check:
         jobs.insert(0, dict(base, kind="check", length=128 * 63))
-    dev = jax.devices()[0]
-    print(f"date {datetime.date.today()}, device {dev.device_kind}, jax {jax.__version__}")
+    # The parent never touches the GPU: its client would hold most of the memory the children
+    # measure. Each child reports the device it ran on.
+    print(f"date {datetime.date.today()}, jax {jax.__version__}")
     print(f"command: PYTHONPATH=. python3 -m benchmarks.longctx {' '.join(sys.argv[1:])}\n")
     print("| run | context | chunk K/V | tokens timed | (warm-up +) wall s | tokens/s ", end="")
     print("| peak device GB |")
@@ -209,8 +211,9 @@ def main() -> None:
         r = _child(job, min(args.timeout, left)) if left > 10 else {"error": "deadline reached"}
         results.append({"job": job, **r})
         print(_row(job, r), flush=True)
+    print(f"\ndevice: {sorted({r['device'] for r in results if 'device' in r})}")
     if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "longctx.json"), "w") as f:
+        with open(os.path.join(os.environ["OUT"], args.out_name), "w") as f:
             json.dump(results, f, indent=1)
 
 

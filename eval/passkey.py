@@ -2,7 +2,8 @@
 
 python -m eval.passkey --config configs/tiny.yaml --task single --lengths 1k,4k --samples 8 \
     --out runs/passkey [--checkpoint DIR] [--corpus DIR] [--offload] [key=value ...]
-Lengths are rounded down to a multiple of S. Writes passkey.json and passkey.png to --out.
+Lengths are rounded down to a multiple of S. Writes passkey.json and passkey.png to --out,
+updated after each length.
 """
 
 import os
@@ -16,7 +17,9 @@ def main(argv=None) -> None:
     p = _common.parser("python -m eval.passkey", __doc__)
     p.add_argument("--task", choices=("single", "multi", "multihop"), default="single")
     p.add_argument("--lengths", default="4k,16k", help="comma list: 4k,16k,...,16M")
-    p.add_argument("--samples", type=int, default=10, help="samples per length")
+    p.add_argument(
+        "--samples", default="10", help="samples per length: one number, or one per length"
+    )
     p.add_argument("--passkey_len", type=int, default=None, help="tokens per passkey")
     p.add_argument("--corpus", default=None, help="prepared corpus (default: built-in text)")
     p.add_argument("--out", required=True, help="output directory")
@@ -31,13 +34,18 @@ def main(argv=None) -> None:
     from gca_jax.inference.loading import check_corpus_tokenizer
 
     lengths = [ev.parse_length(x) for x in args.lengths.split(",")]
+    samples = [int(x) for x in args.samples.split(",")]
+    if len(samples) == 1:
+        samples *= len(lengths)
+    if len(samples) != len(lengths) or min(samples) < 1:
+        p.error(f"--samples {args.samples}: give one count >= 1, or one per length")
     engine, cfg = _common.setup(args, full_forward_ok=True)
     os.makedirs(args.out, exist_ok=True)
     corpus = _common.corpus_or_builtin(args.corpus, args.out, cfg.data.tokenizer)
     tok = check_corpus_tokenizer(cfg, corpus)
     s = cfg.model.chunk_len
     summaries, records = [], {}
-    for length in lengths:
+    for length, num in zip(lengths, samples, strict=True):
         t = length // s * s
         source = NiahSource(
             corpus,
@@ -46,31 +54,32 @@ def main(argv=None) -> None:
             seq_len=t,
             chunk_size=s,
             seed=args.seed,
-            num_samples=args.samples,
+            num_samples=num,
             passkey_len=args.passkey_len,
         )
-        with tqdm(total=t * args.samples, unit="tok", unit_scale=True, desc=f"T={t}") as bar:
+        with tqdm(total=t * num, unit="tok", unit_scale=True, desc=f"T={t}") as bar:
             recs = ev.score_passkey_samples(
-                engine, source, args.samples, neutral_id=tok.pad_id, progress=bar.update
+                engine, source, num, neutral_id=tok.pad_id, progress=bar.update
             )
         summaries.append(ev.passkey_summary(recs, t))
         records[t] = recs
         print(f"T={t}: accuracy {summaries[-1]['accuracy']:.3f} ci95 {summaries[-1]['ci95']}")
-    ev.write_json(
-        os.path.join(args.out, "passkey.json"),
-        {
-            "command": " ".join(sys.argv),
-            "task": args.task,
-            "checkpoint": args.checkpoint,
-            "corpus": corpus,
-            "summaries": summaries,
-            "records": records,
-            "config": cfg.to_dict(),
-        },
-    )
-    ev.plot_passkey(
-        summaries, os.path.join(args.out, "passkey.png"), title=f"passkey ({args.task})"
-    )
+        # Rewritten after every length: a long run stopped midway keeps what it measured.
+        ev.write_json(
+            os.path.join(args.out, "passkey.json"),
+            {
+                "command": " ".join(sys.argv),
+                "task": args.task,
+                "checkpoint": args.checkpoint,
+                "corpus": corpus,
+                "summaries": summaries,
+                "records": records,
+                "config": cfg.to_dict(),
+            },
+        )
+        ev.plot_passkey(
+            summaries, os.path.join(args.out, "passkey.png"), title=f"passkey ({args.task})"
+        )
 
 
 if __name__ == "__main__":

@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# Length-generalization reproduction on one GPU (docs/results.md): train one config on the
-# LM + NIAH mix, then evaluate passkey accuracy at growing lengths and held-out perplexity.
-# Everything fits one 10-minute GPU command per config.
+# Length-generalization reproduction (docs/results.md), one config: train on the LM + NIAH mix,
+# then passkey accuracy at growing lengths and held-out perplexity.
 #
 # usage: scripts/repro_niah.sh CONFIG TASK LENGTHS SAMPLES OUT_DIR [key=value ...]
-#   e.g. scripts/repro_niah.sh configs/niah_drt_x1_small.yaml single 4k,16k,64k,256k,1M,4M 40 out
+#   e.g. scripts/repro_niah.sh configs/niah_drt_x1_small.yaml single 4k,64k,1M 50,50,20 out
+#   SAMPLES: one count, or one per length.
+# Optional time limits in seconds (env): TRAIN_S stops training with SIGTERM, which saves a
+# checkpoint where it stops, and the evaluation uses it; EVAL_S bounds the passkey evaluation,
+# which keeps every length finished by then (passkey.json is rewritten after each length).
 # Needs the prepared corpus under data/pydocs/{train,validation} (docs/data.md §3.2).
-set -euo pipefail
+set -uo pipefail
 cfg=$1 task=$2 lengths=$3 samples=$4 out=$5
 shift 5
 name=$(basename "$cfg" .yaml)
-run=/tmp/runs/$name
+run=${RUN_ROOT:-/tmp/runs}/$name
 mkdir -p "$out/$name"
-python3 -m train --config "$cfg" --output_dir "$run" --fresh "$@"
-cp "$run/metrics.jsonl" "$out/$name/"
-python3 -m eval.passkey --config "$cfg" --checkpoint "$run" --task "$task" --lengths "$lengths" \
-  --samples "$samples" --corpus data/pydocs/validation --offload --out "$out/$name" "$@"
-python3 -m eval.ppl --config "$cfg" --checkpoint "$run" --corpus data/pydocs/validation \
-  --out "$out/$name" "$@" || echo "ppl evaluation failed"
+offload=()  # chunk memory in host memory; the sliding-window baseline has none
+grep -q "model_type: drt" "$cfg" && offload=(--offload)
+limit() { if [ -n "${1:-}" ]; then echo "timeout --signal=TERM --kill-after=30 $1"; fi; }
+
+$(limit "${TRAIN_S:-}") python3 -m train --config "$cfg" --output_dir "$run" --fresh "$@" \
+  > "$out/$name/train.log" 2>&1
+echo "$name: train exit $? at $(date -u +%T)"
+cp "$run/metrics.jsonl" "$out/$name/" || exit 1
+$(limit "${EVAL_S:-}") python3 -m eval.passkey --config "$cfg" --checkpoint "$run" --task "$task" \
+  --lengths "$lengths" --samples "$samples" --corpus data/pydocs/validation "${offload[@]}" \
+  --out "$out/$name" "$@" > "$out/$name/passkey.log" 2>&1
+echo "$name: passkey exit $? at $(date -u +%T)"
+$(limit "${PPL_S:-}") python3 -m eval.ppl --config "$cfg" --checkpoint "$run" \
+  --corpus data/pydocs/validation --lengths 4096,16384 --windows 16 --out "$out/$name" "$@" \
+  > "$out/$name/ppl.log" 2>&1
+echo "$name: ppl exit $? at $(date -u +%T)"

@@ -8,6 +8,7 @@ only for what they score: cross-entropy sums (perplexity) or the logits of one p
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -126,10 +127,12 @@ def passkey_summary(records: list[dict], length: int) -> dict:
 
 
 def write_json(path: str, obj) -> None:
-    """Writes ``obj`` as indented JSON."""
-    with open(path, "w") as f:
+    """Writes ``obj`` as indented JSON, atomically (a reader never sees half a file)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
         f.write("\n")
+    os.replace(tmp, path)
 
 
 def plot_passkey(summaries: list[dict], path: str, *, title: str) -> None:

@@ -4,14 +4,19 @@ The loop dispatches step n before it reads step n-1's metrics to the host, so ho
 (logging, NaN checks, the next batch) overlaps device work. Checkpoints are saved with the grain
 iterator state at the same step; restarting the same command resumes from the newest readable
 checkpoint and replays exactly the batches and Gumbel noise of an uninterrupted run.
+SIGTERM (a scheduler's preemption, `timeout`) stops the loop after the step in flight and saves a
+checkpoint there first, so a stopped run loses nothing; SIGKILL loses the steps since the last save.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -161,7 +166,7 @@ class Trainer:
         self._clock = (time.perf_counter(), start)
         self._skips_in_row = 0
         pending, last, evals = None, {}, {}
-        with jax.set_mesh(self.mesh):
+        with jax.set_mesh(self.mesh), _stop_on_sigterm() as stop:
             for step in range(start, tcfg.steps):
                 batch = shard_lib.global_batch(next(data_iter), self.mesh)
                 state, metrics = step_fn(state, batch)
@@ -169,10 +174,16 @@ class Trainer:
                     last = self._report(*pending, progress) or last
                 pending = (step + 1, metrics)
                 done = step + 1
-                if done % tcfg.save_every == 0 or done == tcfg.steps:
+                saved = done % tcfg.save_every == 0 or done == tcfg.steps
+                if saved:
                     self.ckpt.save(done, state, data_iter, cfg.to_dict())
                 if tcfg.eval_every and (done % tcfg.eval_every == 0 or done == tcfg.steps):
                     evals = self._evaluate(done, state, evaluator)
+                if stop.is_set():
+                    logger.warning("SIGTERM: stopping after step %d with a checkpoint", done)
+                    if not saved:
+                        self.ckpt.save(done, state, data_iter, cfg.to_dict())
+                    break
             if pending is not None:
                 last = self._report(*pending, progress, force_log=True) or last
         self.ckpt.close()
@@ -239,6 +250,20 @@ class Trainer:
                 out[stat] = float(np.mean(per_group))
                 out.update({k: v for k, v in host.items() if k.startswith(stat + "_g")})
         return out
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Yields an Event set by SIGTERM while the block runs (main thread only; else never set)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train(cfg: Config, opts: RunOptions, progress: ProgressFn | None = None) -> TrainResult:

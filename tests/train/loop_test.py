@@ -87,3 +87,23 @@ def test_init_from_restores_weights_only(run, repetitive_corpus):
         np.testing.assert_array_equal(np.asarray(a), b)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         ckpt_lib.restore_params(os.path.join(out, "missing"), abstract)
+
+
+def test_sigterm_saves_where_it_stops_and_resumes_exactly(run, repetitive_corpus, tmp_path):
+    import signal
+
+    _, params, _ = run
+    out = str(tmp_path)
+
+    def preempt(step, _scalars):
+        if step == 7:  # between the step-15 saves: only the SIGTERM checkpoint can hold it
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    stopped = Trainer(_cfg(repetitive_corpus), RunOptions(output_dir=out, fresh=True)).run(preempt)
+    step = int(stopped.state.step)
+    assert 7 < step < 15, step  # stops after the step in flight, well before the end
+    assert os.listdir(os.path.join(out, "checkpoints")) == [str(step)]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    resumed = Trainer(_cfg(repetitive_corpus), RunOptions(output_dir=out)).run()
+    for a, b in zip(jax.tree.leaves(resumed.state.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
