@@ -110,6 +110,7 @@ def main() -> None:
     p.add_argument("--log_every", type=int, default=10)
     p.add_argument("--deadline", type=float, default=560, help="seconds for all runs")
     p.add_argument("--work", default="/tmp/multi_gpu_runs")
+    p.add_argument("--quick", action="store_true", help="only the data and single runs")
     p.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = p.parse_args()
     if args.smoke:
@@ -133,11 +134,13 @@ def main() -> None:
             with open(os.path.join(os.environ["OUT"], "multi_gpu.json"), "w") as f:
                 json.dump({"args": vars(args), "runs": runs}, f, indent=1)
 
-    launch("single", 1, (1, 1, 1), b, args.steps // 2 + args.log_every)
-    launch("data", n, (n, 1, 1), n * b, args.steps)
     data_dir = os.path.join(args.work, "data")
-    if runs[1]["rc"]:
+    launch("data", n, (n, 1, 1), n * b, args.steps)
+    launch("single", 1, (1, 1, 1), b, args.steps // 2 + args.log_every)
+    if runs[0]["rc"]:
         raise SystemExit(f"the data-parallel run failed: see {data_dir}.log")
+    if args.quick:
+        return _report(runs, args)
     launch("fsdp", n, (1, n, 1), n * b, args.steps)
     _resume_from(data_dir, args.save_at, os.path.join(args.work, "resume"))
     launch("resume", n, (1, n, 1), n * b, args.steps)
@@ -146,8 +149,14 @@ def main() -> None:
         _resume_from(data_dir, args.save_at, os.path.join(args.work, "resume_1gpu"))
         launch("resume_1gpu", 1, (1, 1, 1), n * b, args.steps)
 
-    single = runs[0]["tokens_per_s"]
+    _report(runs, args)
+
+
+def _report(runs: list[dict], args) -> None:
+    """Prints the markdown table."""
+    n, b = args.devices, args.batch_per_device
     by_name = {r["name"]: r for r in runs}
+    single = by_name["single"]["tokens_per_s"]
     print(f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {n} devices; "
           f"{args.config} T={args.seq_len}, {b} sequences per device\n")  # fmt: skip
     print("| run | devices | mesh (data, fsdp, tensor) | global batch | tokens/s | per device | "
@@ -168,9 +177,6 @@ def main() -> None:
             f"{r['tokens_per_s']:,.0f} | {per_dev:,.0f} | {eff} | {r['mfu']:.1%} | {gap_s} | "
             f"{last} | {r['rc']} |"
         )
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "multi_gpu.json"), "w") as f:
-            json.dump({"args": vars(args), "runs": runs}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Tied-head cross-entropy computed in token blocks, so (tokens, V) logits never exist at once."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -43,13 +45,17 @@ def blocked_cross_entropy(
 def next_token_loss(
     h_BxTxD: jax.Array, table_VxD: jax.Array, tokens_BxT: jax.Array, *, block: int
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean next-token CE at raw-token positions, and {"loss", "tokens"} for metrics."""
-    b, t, _ = h_BxTxD.shape
-    total, count = blocked_cross_entropy(
-        h_BxTxD.reshape(b * t, -1),
-        table_VxD,
-        next_token_targets(tokens_BxT).reshape(-1),
-        block=block,
+    """Mean next-token CE at raw-token positions, and {"loss", "tokens"} for metrics.
+
+    Blocks run along each sequence (``block // B`` positions of every sequence at once), never
+    across sequences: the batch axis stays whole, so a batch sharded over devices stays sharded
+    (flattening B x T into blocks made every device gather and compute the whole batch's head).
+    """
+    b = h_BxTxD.shape[0]
+    ce = functools.partial(blocked_cross_entropy, table_VxD=table_VxD, block=max(1, block // b))
+    totals_B, counts_B = jax.vmap(lambda h, t: ce(h, targets_N=t))(
+        h_BxTxD, next_token_targets(tokens_BxT)
     )
-    loss = total / jnp.maximum(count, 1)
+    count = jnp.sum(counts_B)
+    loss = jnp.sum(totals_B) / jnp.maximum(count, 1)
     return loss, {"loss": loss, "tokens": count}

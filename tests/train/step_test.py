@@ -101,3 +101,37 @@ def test_pinned_first_step_of_tiny_drt():
     got = [float(metrics[k]) for k in ("loss", "grad_norm", "ret_top_weight_g0")]
     # loss ~ ln(259) = 5.557 at init; grad norm; mean top retrieval weight of group 0.
     np.testing.assert_allclose(got, [5.569814, 0.466248, 0.510851], rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["drt", "swa_lm"])
+def test_data_parallel_step_moves_no_activations(model_type):
+    """On a pure data mesh only gradients (and tiny retrieval scores) cross devices: activations
+    gathered over 'data' mean every device computes the whole batch (the blocked loss once
+    flattened B x T and did exactly that)."""
+    import re
+
+    from gca_jax import sharding as shard_lib
+    from gca_jax.training import abstract_state, make_optimizer
+    from gca_jax.training.optimizer import lr_schedule
+    from gca_jax.training.step import make_train_step
+
+    cfg = tiny_config(
+        "mesh.data=8", f"model.model_type={model_type}", "model.kernel_backend=xla",
+        "model.loss_block=256",
+    )  # fmt: skip
+    mesh = shard_lib.make_mesh(cfg.mesh)
+    tx = make_optimizer(cfg.train)
+    mdef, abstract, shardings = abstract_state(cfg.model, cfg.train.seed, tx, mesh)
+    batch_sh = {"tokens": shard_lib.batch_sharding(mesh)}
+    fn = jax.jit(
+        make_train_step(mdef, tx, lr_schedule(cfg.train), cfg.train),
+        in_shardings=(shardings, batch_sh),
+        out_shardings=(shardings, None),
+    )
+    batch = {"tokens": jax.ShapeDtypeStruct((8, cfg.data.seq_len), jnp.int32)}
+    with jax.set_mesh(mesh):
+        hlo = fn.lower(abstract, batch).compile().as_text()
+    moved = re.findall(r"= [a-z0-9]+\[([0-9,]*)\]\S* (?:all-gather|collective-permute)\(", hlo)
+    sizes = [int(np.prod([int(x) for x in dims.split(",") if x])) for dims in moved]
+    per_device_activations = cfg.data.seq_len * cfg.model.hidden_size  # one sequence's states
+    assert all(n < per_device_activations for n in sizes), sorted(sizes)
