@@ -149,6 +149,21 @@ def global_batch(local: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """``x`` with its leading (batch) axis sharded over the batch axes of the current mesh.
+
+    A hint where XLA would otherwise re-shard activations rather than gather a weight; a no-op
+    outside a mesh or when the axis does not divide.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(MESH_AXES) <= set(mesh.axis_names):
+        return x
+    if x.shape[0] % _axis_size(mesh, BATCH_AXES):
+        return x
+    spec = P(BATCH_AXES, *([P.UNCONSTRAINED] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
 # -- kernel wrappers ---------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from gca_jax.modeling.layers import Dense, Embedding, RMSNorm, to_dtype
 from gca_jax.modeling.loss import next_token_loss, tied_logits
 from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
 from gca_jax.modeling.stack import apply_stack, make_stack
+from gca_jax.sharding import constrain_batch
 
 
 class DRT(nnx.Module):
@@ -74,8 +75,9 @@ class DRT(nnx.Module):
             z_NxPxD = z_NxPxD[:, : cfg.chunk_len]  # drop the landmark slot: vanilla softmax
         slots = z_NxPxD.shape[1]
         shape = (b, c, slots, cfg.num_heads, cfg.head_dim)
-        keys = self.chunk_k_proj(z_NxPxD).reshape(shape)
-        values = self.chunk_v_proj(z_NxPxD).reshape(shape)
+        z_NxPxD = constrain_batch(z_NxPxD)
+        keys = constrain_batch(self.chunk_k_proj(z_NxPxD)).reshape(shape)
+        values = constrain_batch(self.chunk_v_proj(z_NxPxD)).reshape(shape)
         if cfg.gca_null_slot:
             # Zero K/V at the landmark slot: a logit-0, value-0 sink = off-by-one softmax.
             keep = (jnp.arange(slots) != p - 1).reshape(1, 1, slots, 1, 1)

@@ -103,11 +103,15 @@ def test_pinned_first_step_of_tiny_drt():
     np.testing.assert_allclose(got, [5.569814, 0.466248, 0.510851], rtol=1e-4)
 
 
-@pytest.mark.parametrize("model_type", ["drt", "swa_lm"])
-def test_data_parallel_step_moves_no_activations(model_type):
-    """On a pure data mesh only gradients (and tiny retrieval scores) cross devices: activations
-    gathered over 'data' mean every device computes the whole batch (the blocked loss once
-    flattened B x T and did exactly that)."""
+@pytest.mark.parametrize(
+    "model_type,mesh",
+    [("drt", "data=8,fsdp=1"), ("swa_lm", "data=8,fsdp=1"), ("drt", "data=2,fsdp=4")],
+)
+def test_sharded_step_moves_no_activations(model_type, mesh):
+    """With the batch sharded (data parallel or FSDP) only weights, gradients and tiny retrieval
+    scores cross devices. Activations gathered across the batch axes mean devices compute the
+    whole batch (the blocked loss once flattened B x T and did that) or shuttle the chunk memory
+    instead of a weight (the shared chunk K/V projection under FSDP did that)."""
     import re
 
     from gca_jax import sharding as shard_lib
@@ -115,9 +119,10 @@ def test_data_parallel_step_moves_no_activations(model_type):
     from gca_jax.training.optimizer import lr_schedule
     from gca_jax.training.step import make_train_step
 
+    data, fsdp = (int(kv.split("=")[1]) for kv in mesh.split(","))
     cfg = tiny_config(
-        "mesh.data=8", f"model.model_type={model_type}", "model.kernel_backend=xla",
-        "model.loss_block=256",
+        f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"model.model_type={model_type}",
+        "model.kernel_backend=xla", "model.loss_block=256",
     )  # fmt: skip
     mesh = shard_lib.make_mesh(cfg.mesh)
     tx = make_optimizer(cfg.train)
@@ -132,6 +137,8 @@ def test_data_parallel_step_moves_no_activations(model_type):
     with jax.set_mesh(mesh):
         hlo = fn.lower(abstract, batch).compile().as_text()
     moved = re.findall(r"= [a-z0-9]+\[([0-9,]*)\]\S* (?:all-gather|collective-permute)\(", hlo)
-    sizes = [int(np.prod([int(x) for x in dims.split(",") if x])) for dims in moved]
-    per_device_activations = cfg.data.seq_len * cfg.model.hidden_size  # one sequence's states
-    assert all(n < per_device_activations for n in sizes), sorted(sizes)
+    shapes = {tuple(int(x) for x in dims.split(",") if x) for dims in moved}
+    weights = {tuple(x.shape[-2:]) for x in jax.tree.leaves(abstract.params)}  # FSDP gathers
+    one_sequence = cfg.data.seq_len * cfg.model.hidden_size
+    activations = [s for s in shapes - weights if np.prod(s) >= one_sequence]
+    assert not activations, activations
