@@ -187,3 +187,49 @@ def test_pinned_single_step_values_of_the_tiny_config():
 
 
 PINNED = [5.562928, 0.6790416]
+
+
+@pytest.mark.parametrize("backend", ["xla", "interpret"])
+def test_a_chunk_reads_exactly_the_chunk_it_retrieves(monkeypatch, backend):
+    """With retrieval forced onto chunk n (weight 1), the last chunk's output depends on chunk n
+    and on chunks inside the sliding-window reach, and on nothing in between: the retrieved
+    index, not a neighbour or another batch row, is what GCA reads."""
+    from gca_jax.modeling.drt import DRT
+    from gca_jax.modeling.retrieval import Retrieval
+
+    cfg = tiny_model_config(
+        chunk_len=16, window=32, decoder_layers=(1, 1), chunk_topk=2, gca_null_slot=False,
+        kernel_backend=backend,
+    )  # fmt: skip
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    c, p = 24, cfg.slots_per_chunk
+    original = DRT.retrieve
+
+    def forced(needle_B):
+        def retrieve(self, group, h, memory, row_ids_C, gumbel_key):
+            rows = original(self, group, h, memory, row_ids_C, gumbel_key)
+            use = row_ids_C[None, :] > needle_B[:, None]
+            idx = rows.idx.at[:, :, 0].set(jnp.where(use, needle_B[:, None], rows.idx[:, :, 0]))
+            w = jnp.where(use[:, :, None], jnp.zeros_like(rows.w).at[:, :, 0].set(1.0), rows.w)
+            return Retrieval(idx=idx, w=w)
+
+        return retrieve
+
+    emb = model.embed_chunks(_tokens(3, 2, c * cfg.chunk_len))
+
+    def grad_norms(needle_B):
+        monkeypatch.setattr(DRT, "retrieve", forced(needle_B))
+        g = jax.grad(lambda e: model.hidden_from_embeddings(e)[0][:, c - 1, 0].sum())(emb)
+        return np.sqrt(np.square(np.asarray(g)).reshape(2, c, p, -1).sum(axis=(2, 3)))
+
+    norms = grad_norms(jnp.asarray([4, 9]))
+    # One lower layer of window 32 (two chunks of 17 slots): chunk n's memory sees chunks n-2..n.
+    assert norms[0, 4] > 0 and norms[1, 9] > 0
+    assert norms[0, 2] > 0 and norms[1, 7] > 0
+    # Two layers of window 32 reach back four chunks from the last; nothing else is read.
+    np.testing.assert_array_equal(norms[0, 5:19], 0.0)
+    np.testing.assert_array_equal(norms[1, 10:19], 0.0)
+    np.testing.assert_array_equal(norms[1, :7], 0.0)
+    assert norms[0, c - 2] > 0  # the local window
+    moved = grad_norms(jnp.asarray([12, 12]))  # retrieving elsewhere stops reading chunk 4
+    assert moved[0, 4] == 0 and moved[0, 12] > 0
