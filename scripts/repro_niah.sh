@@ -8,6 +8,7 @@
 # Optional time limits in seconds (env): TRAIN_S stops training with SIGTERM, which saves a
 # checkpoint where it stops, and the evaluation uses it; EVAL_S bounds the passkey evaluation,
 # which keeps every length finished by then (passkey.json is rewritten after each length).
+# RESUME=1 continues the run in RUN_ROOT (default /tmp/runs) instead of starting it afresh.
 # Needs the prepared corpus under data/pydocs/{train,validation} (docs/data.md §3.2).
 set -uo pipefail
 cfg=$1 task=$2 lengths=$3 samples=$4 out=$5
@@ -19,7 +20,9 @@ offload=()  # chunk memory in host memory; the sliding-window baseline has none
 grep -q "model_type: drt" "$cfg" && offload=(--offload)
 limit() { if [ -n "${1:-}" ]; then echo "timeout --signal=TERM --kill-after=30 $1"; fi; }
 
-$(limit "${TRAIN_S:-}") python3 -m train --config "$cfg" --output_dir "$run" --fresh "$@" \
+fresh=--fresh
+[ -n "${RESUME:-}" ] && fresh=  # continue the run in $run (e.g. one stopped by TRAIN_S)
+$(limit "${TRAIN_S:-}") python3 -m train --config "$cfg" --output_dir "$run" $fresh "$@" \
   > "$out/$name/train.log" 2>&1
 echo "$name: train exit $? at $(date -u +%T)"
 cp "$run/metrics.jsonl" "$out/$name/" || exit 1
