@@ -21,28 +21,21 @@ import numpy as np
 
 def _needle_chunks(samples, chunk_len: int) -> np.ndarray:
     """Chunk of the needle's first passkey token, per sample."""
-    out = []
-    for s in samples:
-        toks, fp, n = np.asarray(s["tokens"]), s["final_pos"], s["answer_len"]
-        answer = toks[fp : fp + n]
-        out.append(next(j for j in range(fp - n) if (toks[j : j + n] == answer).all()) // chunk_len)
-    return np.asarray(out, np.int32)
+    from gca_jax.data.niah import passkey_position
+
+    return np.asarray([passkey_position(s) // chunk_len for s in samples], np.int32)
 
 
 @contextlib.contextmanager
 def _oracle_retrieval(model_cls, needle_B):
-    """Patches ``model_cls.retrieve`` (group 0) to pick ``needle_B`` with weight 1."""
+    """Patches ``model_cls.retrieve`` so that group 0 retrieves ``needle_B`` with weight 1."""
+    from gca_jax.modeling.retrieval import force_rows
+
     original = model_cls.retrieve
 
     def retrieve(self, group, h, memory, row_ids_C, gumbel_key):
         rows = original(self, group, h, memory, row_ids_C, gumbel_key)
-        if group or needle_B is None:
-            return rows
-        use_BxC = row_ids_C[None, :] > needle_B[:, None]  # the needle chunk is a valid pick
-        idx = rows.idx.at[:, :, 0].set(jnp.where(use_BxC, needle_B[:, None], rows.idx[:, :, 0]))
-        one_hot = jnp.zeros_like(rows.w).at[:, :, 0].set(1.0)
-        w = jnp.where(use_BxC[:, :, None], one_hot, rows.w)
-        return type(rows)(idx=idx, w=w)
+        return rows if group or needle_B is None else force_rows(rows, needle_B, row_ids_C)
 
     model_cls.retrieve = retrieve
     try:

@@ -29,7 +29,7 @@ def main() -> None:
 
     flags.FLAGS.mark_as_parsed()  # grain reads absl flags
     from gca_jax.data import load_tokenizer
-    from gca_jax.data.niah import NiahSource
+    from gca_jax.data.niah import NiahSource, passkey_position
     from gca_jax.inference.loading import load_for_eval
     from gca_jax.modeling import retrieval as ret_lib
     from gca_jax.modeling.stack import apply_stack
@@ -57,8 +57,7 @@ def main() -> None:
         sample = source[i]
         toks = np.where(np.asarray(sample["tokens"]) < 0, tok.pad_id, sample["tokens"])
         fp, n = sample["final_pos"], sample["answer_len"]
-        answer = toks[fp : fp + n]
-        key_at = next(j for j in range(fp - n) if (toks[j : j + n] == answer).all())
+        key_at = passkey_position(sample)
         text_chunk, key_chunk = (key_at - 3) // s, key_at // s  # "is:" ends just before the key
         row = fp // s - 1  # the landmark row that serves the query chunk
         cand = np.asarray(scores(jnp.asarray(toks[None])))[row, :row]

@@ -231,6 +231,16 @@ def is_hit(logits_TxV: np.ndarray, tokens_T: np.ndarray, final_pos: int) -> bool
     return int(np.argmax(logits_TxV[final_pos - 1])) == int(tokens_T[final_pos])
 
 
+def passkey_position(sample: dict) -> int:
+    """Where the needle holds the answer: the first earlier occurrence of the answer tokens."""
+    tokens, start, n = np.asarray(sample["tokens"]), sample["answer_start"], sample["answer_len"]
+    answer = tokens[start : start + n]
+    for j in range(start - n):
+        if (tokens[j : j + n] == answer).all():
+            return j
+    raise ValueError("the answer does not occur before the question")
+
+
 class NiahSource:
     """Random-access NIAH samples over a prepared corpus (a grain data source).
 

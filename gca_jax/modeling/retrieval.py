@@ -118,6 +118,18 @@ def lag_one_chunk(rows: Retrieval, first: Retrieval | None = None) -> Retrieval:
     )
 
 
+def force_rows(rows: Retrieval, target_B: jax.Array, row_ids_C: jax.Array) -> Retrieval:
+    """Oracle retrieval, for diagnostics: rows after chunk ``target_B[b]`` pick only that chunk.
+
+    The target goes to slot 0 with weight 1, the other slots get weight 0; rows at or before the
+    target (where it is not a valid, strictly earlier pick) are unchanged.
+    """
+    use_BxC = row_ids_C[None, :] > target_B[:, None]
+    idx = rows.idx.at[:, :, 0].set(jnp.where(use_BxC, target_B[:, None], rows.idx[:, :, 0]))
+    one_hot = jnp.zeros_like(rows.w).at[:, :, 0].set(1.0)
+    return Retrieval(idx=idx, w=jnp.where(use_BxC[:, :, None], one_hot, rows.w))
+
+
 def retrieval_stats(ret: Retrieval, query_ids_C: jax.Array) -> dict[str, jax.Array]:
     """Mean top weight, weight entropy and mean chunk distance over chunks that retrieve."""
     active_BxC = jnp.sum(ret.w, axis=-1) > 0

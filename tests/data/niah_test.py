@@ -85,6 +85,11 @@ def test_single_question_ends_in_slot_zero(tok):
     start = s["answer_start"]
     np.testing.assert_array_equal(s["tokens"][start - q.shape[0] : start], q)
     assert start - 1 == length - chunk_size  # Last question id = slot 0 of the last chunk.
+    # passkey_position finds the needle's copy: right after "The passkey is:".
+    at = niah.passkey_position(s)
+    needle = tpl.pieces["The passkey is:"]
+    np.testing.assert_array_equal(s["tokens"][at - needle.shape[0] : at], needle)
+    np.testing.assert_array_equal(s["tokens"][at : at + 10], s["tokens"][start : start + 10])
 
 
 def test_same_seed_same_sample_and_passkeys_are_ordinary_ids(tok):

@@ -195,7 +195,7 @@ def test_a_chunk_reads_exactly_the_chunk_it_retrieves(monkeypatch, backend):
     and on chunks inside the sliding-window reach, and on nothing in between: the retrieved
     index, not a neighbour or another batch row, is what GCA reads."""
     from gca_jax.modeling.drt import DRT
-    from gca_jax.modeling.retrieval import Retrieval
+    from gca_jax.modeling.retrieval import force_rows
 
     cfg = tiny_model_config(
         chunk_len=16, window=32, decoder_layers=(1, 1), chunk_topk=2, gca_null_slot=False,
@@ -208,10 +208,7 @@ def test_a_chunk_reads_exactly_the_chunk_it_retrieves(monkeypatch, backend):
     def forced(needle_B):
         def retrieve(self, group, h, memory, row_ids_C, gumbel_key):
             rows = original(self, group, h, memory, row_ids_C, gumbel_key)
-            use = row_ids_C[None, :] > needle_B[:, None]
-            idx = rows.idx.at[:, :, 0].set(jnp.where(use, needle_B[:, None], rows.idx[:, :, 0]))
-            w = jnp.where(use[:, :, None], jnp.zeros_like(rows.w).at[:, :, 0].set(1.0), rows.w)
-            return Retrieval(idx=idx, w=w)
+            return force_rows(rows, needle_B, row_ids_C)
 
         return retrieve
 
