@@ -165,6 +165,7 @@ class DataConfig:
     align_to_doc_start: bool = False  # start training windows at document starts
     niah_fraction: float = 0.0  # fraction of training samples turned into NIAH tasks
     niah_task: str = "single"  # "single" | "multi" | "multihop" for niah_fraction > 0
+    answer_weight: float = 1.0  # loss weight of NIAH answer tokens (1 = plain LM loss, spec §6.6)
     num_workers: int = 0  # grain worker processes (0 = in-process)
     seed: int = 404  # data order and task sampling
 
@@ -173,6 +174,7 @@ class DataConfig:
         _check(self, "data.batch_size", self.batch_size >= 1, "must be >= 1")
         _check(self, "data.niah_fraction", 0.0 <= self.niah_fraction <= 1.0, "must be in [0, 1]")
         _check_choice("data.niah_task", self.niah_task, ("single", "multi", "multihop"))
+        _check(self, "data.answer_weight", self.answer_weight > 0, "must be > 0")
         _check(self, "data.num_workers", self.num_workers >= 0, "must be >= 0")
 
 

@@ -23,7 +23,10 @@ KINDS = ("lm", *niah.TASKS)
 
 
 class _MixSource:
-    """Random-access mixed samples: `{"tokens": int32 (T,), "loss_mask": bool (T,)}`."""
+    """Random-access mixed samples of tokens, loss_mask and answer_mask, each (T,).
+
+    answer_mask marks the answer tokens of a NIAH sample (none in an LM sample).
+    """
 
     def __init__(self, windows, templates, kinds, probs, chunk_size, passkey_len, seed):
         self.windows, self.templates = windows, templates
@@ -39,7 +42,8 @@ class _MixSource:
             np.random.default_rng((self.seed, index, 1)).choice(len(self.kinds), p=self.probs)
         ]
         if kind == "lm":
-            return {"tokens": tokens, "loss_mask": np.ones(tokens.shape, bool)}
+            ones = np.ones(tokens.shape, bool)
+            return {"tokens": tokens, "loss_mask": ones, "answer_mask": ~ones}
         sample = niah.make_niah_sample(
             tokens,
             task=kind,
@@ -48,7 +52,13 @@ class _MixSource:
             rng=np.random.default_rng((self.seed, index, 2)),
             passkey_len=self.passkey_len,
         )
-        return {"tokens": sample["tokens"], "loss_mask": sample["loss_mask"]}
+        answer_mask = np.zeros(tokens.shape, bool)
+        answer_mask[sample["answer_start"] : sample["answer_start"] + sample["answer_len"]] = True
+        return {
+            "tokens": sample["tokens"],
+            "loss_mask": sample["loss_mask"],
+            "answer_mask": answer_mask,
+        }
 
 
 def make_niah_mix_dataset(
@@ -84,7 +94,8 @@ def make_niah_mix_dataset(
         num_threads: reader threads per process.
 
     Returns:
-        A `grain.IterDataset` of `{"tokens": int32 (B, T), "loss_mask": bool (B, T)}`.
+        A `grain.IterDataset` of `{"tokens": int32 (B, T), "loss_mask": bool (B, T),
+        "answer_mask": bool (B, T)}`.
 
     Raises:
         ValueError: unknown kinds, probabilities not summing to 1, T % c != 0, tokenizer mismatch.

@@ -140,14 +140,25 @@ class DRT(nnx.Module):
         return self.final_norm(h_BxLxD).reshape(b, c, p, -1), stats
 
     def loss(
-        self, tokens_BxT: jax.Array, *, gumbel_key: jax.Array | None = None
+        self,
+        tokens_BxT: jax.Array,
+        *,
+        gumbel_key: jax.Array | None = None,
+        weights_BxT: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean next-token CE over raw tokens (landmark slots never predicted, spec §1.12)."""
+        """Mean next-token CE over raw tokens (landmark slots never predicted, spec §1.12).
+
+        ``weights_BxT``, when given, weighs each predicted token (see ``next_token_loss``).
+        """
         h_BxCxPxD, stats = self.hidden_states(tokens_BxT, gumbel_key=gumbel_key)
         b, t = tokens_BxT.shape
         h_BxTxD = h_BxCxPxD[:, :, : self.cfg.chunk_len].reshape(b, t, -1)
         loss, aux = next_token_loss(
-            h_BxTxD, self.embed.table[...], tokens_BxT, block=self.cfg.loss_block
+            h_BxTxD,
+            self.embed.table[...],
+            tokens_BxT,
+            block=self.cfg.loss_block,
+            weights_BxT=weights_BxT,
         )
         return loss, {**aux, **stats}
 

@@ -16,9 +16,14 @@ def tied_logits(h_xD: jax.Array, table_VxD: jax.Array) -> jax.Array:
 
 
 def blocked_cross_entropy(
-    h_NxD: jax.Array, table_VxD: jax.Array, targets_N: jax.Array, *, block: int
+    h_NxD: jax.Array,
+    table_VxD: jax.Array,
+    targets_N: jax.Array,
+    *,
+    block: int,
+    weights_N: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Sum of next-token CE over targets != IGNORE, and their count.
+    """Sum of next-token CE over targets != IGNORE (times ``weights_N`` if given), and their count.
 
     Blocks of ``block`` tokens go through a rematerialised scan: peak memory is block * V floats
     instead of N * V (at the paper's shape N * V * 4 bytes would be 13 GB).
@@ -28,24 +33,35 @@ def blocked_cross_entropy(
     pad = (-n) % block
     h = jnp.pad(h_NxD, ((0, pad), (0, 0))).reshape(-1, block, d)
     tgt = jnp.pad(targets_N, (0, pad), constant_values=IGNORE).reshape(-1, block)
+    w = jnp.ones((n,), jnp.float32) if weights_N is None else weights_N.astype(jnp.float32)
+    w = jnp.pad(w, (0, pad)).reshape(-1, block)
 
     @jax.checkpoint
     def body(total, xs):
-        h_blk, tgt_blk = xs
+        h_blk, tgt_blk, w_blk = xs
         logits = tied_logits(h_blk, table_VxD)
         lse = jax.nn.logsumexp(logits, axis=-1)
         valid = tgt_blk != IGNORE
         picked = jnp.take_along_axis(logits, jnp.where(valid, tgt_blk, 0)[:, None], axis=-1)[:, 0]
-        return total + jnp.sum(jnp.where(valid, lse - picked, 0.0)), None
+        return total + jnp.sum(jnp.where(valid, (lse - picked) * w_blk, 0.0)), None
 
-    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (h, tgt))
+    total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (h, tgt, w))
     return total, jnp.sum(targets_N != IGNORE)
 
 
 def next_token_loss(
-    h_BxTxD: jax.Array, table_VxD: jax.Array, tokens_BxT: jax.Array, *, block: int
+    h_BxTxD: jax.Array,
+    table_VxD: jax.Array,
+    tokens_BxT: jax.Array,
+    *,
+    block: int,
+    weights_BxT: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean next-token CE at raw-token positions, and {"loss", "tokens"} for metrics.
+    """Next-token CE at raw-token positions, and {"loss", "tokens", "weight"} for metrics.
+
+    ``weights_BxT[b, t]`` weighs the prediction *of* token t (so it shifts with the targets);
+    the loss is the weighted mean, normalised by "weight" (the sum of the weights of predicted
+    tokens, = "tokens" without weights).
 
     Blocks run along each sequence (``block // B`` positions of every sequence at once), never
     across sequences: the batch axis stays whole, so a batch sharded over devices stays sharded
@@ -53,9 +69,17 @@ def next_token_loss(
     """
     b = h_BxTxD.shape[0]
     ce = functools.partial(blocked_cross_entropy, table_VxD=table_VxD, block=max(1, block // b))
-    totals_B, counts_B = jax.vmap(lambda h, t: ce(h, targets_N=t))(
-        h_BxTxD, next_token_targets(tokens_BxT)
-    )
+    targets_BxT = next_token_targets(tokens_BxT)
+    if weights_BxT is None:
+        totals_B, counts_B = jax.vmap(lambda h, t: ce(h, targets_N=t))(h_BxTxD, targets_BxT)
+        weight = jnp.sum(counts_B).astype(jnp.float32)
+    else:
+        w_BxT = jnp.concatenate([weights_BxT[:, 1:], jnp.zeros_like(weights_BxT[:, :1])], axis=1)
+        w_BxT = jnp.where(targets_BxT == IGNORE, 0.0, w_BxT.astype(jnp.float32))
+        totals_B, counts_B = jax.vmap(lambda h, t, w: ce(h, targets_N=t, weights_N=w))(
+            h_BxTxD, targets_BxT, w_BxT
+        )
+        weight = jnp.sum(w_BxT)
     count = jnp.sum(counts_B)
-    loss = jnp.sum(totals_B) / jnp.maximum(count, 1)
-    return loss, {"loss": loss, "tokens": count}
+    loss = jnp.sum(totals_B) / jnp.maximum(weight, 1e-6)
+    return loss, {"loss": loss, "tokens": count, "weight": weight}

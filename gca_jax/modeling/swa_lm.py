@@ -44,12 +44,20 @@ class SlidingWindowLM(nnx.Module):
         return self.final_norm(h_BxTxD), {}
 
     def loss(
-        self, tokens_BxT: jax.Array, *, gumbel_key: jax.Array | None = None
+        self,
+        tokens_BxT: jax.Array,
+        *,
+        gumbel_key: jax.Array | None = None,
+        weights_BxT: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean next-token CE over raw tokens."""
+        """Mean next-token CE over raw tokens, weighted by ``weights_BxT`` when given."""
         h_BxTxD, stats = self.hidden_states(tokens_BxT, gumbel_key=gumbel_key)
         loss, aux = next_token_loss(
-            h_BxTxD, self.embed.table[...], tokens_BxT, block=self.cfg.loss_block
+            h_BxTxD,
+            self.embed.table[...],
+            tokens_BxT,
+            block=self.cfg.loss_block,
+            weights_BxT=weights_BxT,
         )
         return loss, {**aux, **stats}
 

@@ -1,5 +1,6 @@
 """Training and evaluation inputs: corpus resolution (built-in demo corpus), grain iterators."""
 
+import functools
 import logging
 import os
 
@@ -50,16 +51,25 @@ def local_batch_size(global_batch: int) -> int:
     return global_batch // n
 
 
-def _mask_to_padding(batch: dict) -> dict:
-    """Tokens outside ``loss_mask`` become -1: padding the model neither predicts nor reads."""
-    return {"tokens": np.where(batch["loss_mask"], batch["tokens"], -1).astype(np.int32)}
+def _niah_inputs(batch: dict, answer_weight: float) -> dict:
+    """Model inputs of a NIAH mix batch.
+
+    Tokens outside ``loss_mask`` become -1: padding the model neither predicts nor reads. With
+    ``answer_weight != 1`` a ``weights`` entry weighs the answer tokens' predictions by it (and
+    every other token by 1).
+    """
+    out = {"tokens": np.where(batch["loss_mask"], batch["tokens"], -1).astype(np.int32)}
+    if answer_weight != 1.0:
+        out["weights"] = np.where(batch["answer_mask"], answer_weight, 1.0).astype(np.float32)
+    return out
 
 
 def train_iterator(cfg: Config, corpus_dir: str):
     """Checkpointable grain iterator of this process's ``{"tokens": int32 (B_local, T)}``.
 
     With ``data.niah_fraction > 0`` that fraction of samples are NIAH tasks of
-    ``data.niah_task`` built into the training windows (spec §6.6); their pad tail is masked.
+    ``data.niah_task`` built into the training windows (spec §6.6); their pad tail is masked,
+    and ``data.answer_weight`` weighs their answer tokens in the loss.
     """
     from gca_jax.data import load_tokenizer, make_niah_mix_dataset, make_train_dataset
 
@@ -79,7 +89,7 @@ def train_iterator(cfg: Config, corpus_dir: str):
             chunk_size=cfg.model.chunk_len,
             probabilities={"lm": 1.0 - d.niah_fraction, d.niah_task: d.niah_fraction},
             **common,
-        ).map(_mask_to_padding)
+        ).map(functools.partial(_niah_inputs, answer_weight=d.answer_weight))
     else:
         ds = make_train_dataset(corpus_dir, align_to_doc_start=d.align_to_doc_start, **common)
     return iter(ds)

@@ -156,7 +156,7 @@ class Trainer:
         state = self._init_or_restore(data_iter)
         start = int(state.step)
         evaluator = Evaluator(cfg, self.mdef, self.shardings.params, self.mesh, eval_dir)
-        batch_sh = {"tokens": shard_lib.batch_sharding(self.mesh)}
+        batch_sh = shard_lib.batch_sharding(self.mesh)  # every batch entry: (B, T)
         step_fn = jax.jit(
             make_train_step(self.mdef, self.tx, self.schedule, tcfg),
             in_shardings=(self.shardings, batch_sh),

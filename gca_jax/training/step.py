@@ -1,7 +1,8 @@
 """The train and eval steps: pure functions of (state, batch), jitted once by the loop.
 
 One step: split the batch into ``grad_accum`` micro-batches, sum token-weighted gradients (so
-accumulation equals the big batch exactly, padding included), clip, Adam, decoupled weight decay,
+accumulation equals the big batch exactly, padding included; an optional ``weights`` (B, T)
+entry weighs tokens in the loss, see ``next_token_loss``), clip, Adam, decoupled weight decay,
 lr from the step counter. A step whose loss or gradient norm is not finite is *skipped*: the
 parameters and optimiser state are kept, ``skipped`` counts it and the step counter still
 advances (as the original's GradScaler does, spec §7).
@@ -21,6 +22,8 @@ from gca_jax.training.optimizer import apply_lr
 from gca_jax.training.state import ModelDef, TrainState
 
 Metrics = dict[str, jax.Array]
+_COUNTS = ("tokens", "weight")  # loss aux entries that are summed, not averaged
+_INPUTS = ("tokens", "weights")  # batch entries the loss reads
 
 
 def step_key(seed: int, step: jax.Array) -> jax.Array:
@@ -46,32 +49,37 @@ def make_train_step(
 ) -> Callable[[TrainState, dict], tuple[TrainState, Metrics]]:
     """Builds ``train_step(state, batch) -> (state, metrics)`` (not jitted)."""
 
-    def loss_fn(params, tokens_BxT, key):
-        loss, aux = mdef.merge(params).loss(tokens_BxT, gumbel_key=key)
-        count = aux["tokens"].astype(jnp.float32)
+    def loss_fn(params, inputs, key):
+        loss, aux = mdef.merge(params).loss(
+            inputs["tokens"], gumbel_key=key, weights_BxT=inputs.get("weights")
+        )
+        count = aux["weight"].astype(jnp.float32)  # = the token count without weights
         return loss * count, (count, aux)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, Metrics]:
         key = step_key(cfg.seed, state.step)
-        micro = _split_micro(batch["tokens"], cfg.grad_accum)
+        micro = {k: _split_micro(v, cfg.grad_accum) for k, v in batch.items() if k in _INPUTS}
 
         def body(carry, xs):
-            i, tokens = xs
-            (total, (count, aux)), grads = grad_fn(state.params, tokens, jax.random.fold_in(key, i))
-            stats = {k: v.astype(jnp.float32) * count for k, v in aux.items() if k != "tokens"}
-            out = (grads, total, count, stats)
+            i, inputs = xs
+            (total, (count, aux)), grads = grad_fn(state.params, inputs, jax.random.fold_in(key, i))
+            stats = {k: v.astype(jnp.float32) * count for k, v in aux.items() if k not in _COUNTS}
+            out = (grads, total, count, aux["tokens"].astype(jnp.float32), stats)
             return jax.tree.map(jnp.add, carry, out), None
 
-        _, (_, aux_shape) = jax.eval_shape(loss_fn, state.params, micro[0], key)
+        first = jax.tree.map(lambda x: x[0], micro)
+        _, (_, aux_shape) = jax.eval_shape(loss_fn, state.params, first, key)
+        zero = jnp.zeros((), jnp.float32)
         carry = (
             jax.tree.map(jnp.zeros_like, state.params),
-            jnp.zeros((), jnp.float32),
-            jnp.zeros((), jnp.float32),
-            {k: jnp.zeros((), jnp.float32) for k in aux_shape if k != "tokens"},
+            zero,
+            zero,
+            zero,
+            {k: zero for k in aux_shape if k not in _COUNTS},
         )
-        (grads, total, count, stats), _ = jax.lax.scan(
+        (grads, total, count, tokens, stats), _ = jax.lax.scan(
             body, carry, (jnp.arange(cfg.grad_accum), micro)
         )
         inv = 1.0 / jnp.maximum(count, 1.0)
@@ -94,7 +102,7 @@ def make_train_step(
             "loss": loss,
             "grad_norm": grad_norm,
             "lr": lr,
-            "tokens": count,
+            "tokens": tokens,
             "is_finite": is_finite,
             "skipped": new_state.skipped,
             **{k: v * inv for k, v in stats.items() if k != "loss"},

@@ -21,6 +21,12 @@ def test_mix_proportions_determinism_and_resume(byte_corpus):
         assert b["tokens"].shape == (8, 63 * 16) and b["loss_mask"].dtype == np.bool_
         niah_rows = ~b["loss_mask"].all(axis=1)
         assert (b["tokens"][niah_rows][:, -1] == tok.pad_id).all()
+        assert not b["answer_mask"][~niah_rows].any()
+        for row, loss_mask in zip(b["answer_mask"][niah_rows], b["loss_mask"][niah_rows]):
+            # The answer is the last tokens the loss covers: right before the pad tail.
+            last = np.flatnonzero(loss_mask)[-1]
+            ids = np.flatnonzero(row)
+            assert len(ids) >= 5 and ids[-1] == last and (np.diff(ids) == 1).all()
     # LM rows equal the plain training windows of the same index.
     plain = _batches(make_train_dataset(byte_corpus, seq_len=63 * 16, batch_size=8, seed=2), 1)
     rows = a[0]["loss_mask"].all(axis=1)

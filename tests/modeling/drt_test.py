@@ -71,6 +71,30 @@ class ForwardTest(chex.TestCase):
             assert int(aux["tokens"]) == 2 * (tokens.shape[1] - 1)
 
 
+@pytest.mark.parametrize("model_type", ["drt", "swa_lm"])
+def test_weighted_loss_is_the_weighted_mean_of_token_losses(model_type):
+    layers = (1, 1, 1) if model_type == "drt" else (2,)
+    cfg = tiny_model_config(model_type=model_type, decoder_layers=layers, loss_block=7)
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    tokens = _tokens(4, 2, 4 * cfg.chunk_len).at[1, -3:].set(-1)  # a padded tail
+    weights = jax.random.uniform(jax.random.key(5), tokens.shape, minval=0.5, maxval=40.0)
+    loss, aux = model.loss(tokens, weights_BxT=weights)
+    # Reference: per-token CE from the full logits; weight of the prediction of token t is w[t].
+    logp = jax.nn.log_softmax(model.logits(tokens), axis=-1)
+    tgt = next_token_targets(tokens)
+    valid = tgt != IGNORE
+    ce = -jnp.take_along_axis(logp, jnp.where(valid, tgt, 0)[..., None], axis=-1)[..., 0]
+    w = jnp.where(valid, jnp.roll(weights, -1, axis=1), 0.0)
+    np.testing.assert_allclose(float(loss), float(jnp.sum(ce * w) / jnp.sum(w)), rtol=1e-5)
+    np.testing.assert_allclose(float(aux["weight"]), float(jnp.sum(w)), rtol=1e-6)
+    assert int(aux["tokens"]) == int(valid.sum())
+    plain, plain_aux = model.loss(tokens)
+    ones, _ = model.loss(tokens, weights_BxT=jnp.ones(tokens.shape))
+    np.testing.assert_allclose(float(ones), float(plain), rtol=1e-6)
+    assert float(plain_aux["weight"]) == int(plain_aux["tokens"])
+    assert abs(float(loss) - float(plain)) > 1e-4  # the weights do change the loss
+
+
 def test_bf16_compute_keeps_fp32_params_and_is_close_to_fp32():
     cfg32 = tiny_model_config()
     cfg16 = dataclasses.replace(cfg32, dtype="bfloat16")

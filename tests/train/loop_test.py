@@ -107,3 +107,19 @@ def test_sigterm_saves_where_it_stops_and_resumes_exactly(run, repetitive_corpus
     resumed = Trainer(_cfg(repetitive_corpus), RunOptions(output_dir=out)).run()
     for a, b in zip(jax.tree.leaves(resumed.state.params), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_niah_mix_with_weighted_answers_trains(repetitive_corpus, tmp_path):
+    cfg = tiny_config(
+        f"data.corpus_dir={repetitive_corpus}",
+        "data.seq_len=240",
+        "data.niah_fraction=0.5",
+        "data.answer_weight=30",
+        "train.steps=2",
+    )
+    out = str(tmp_path)
+    Trainer(cfg, RunOptions(output_dir=out, fresh=True)).run()
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    train = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and r["skipped"] == 0 for r in train)

@@ -76,6 +76,24 @@ def test_grad_accumulation_equals_big_batch():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
+def test_loss_weights_reach_the_step():
+    cfg = tiny_config(*SWA)
+    tx = make_optimizer(cfg.train)
+    mdef, init, _ = init_state(cfg.model, cfg.train.seed, tx, _mesh(1, 1, 1, 1))
+    step = jax.jit(make_train_step(mdef, tx, lr_schedule(cfg.train), cfg.train))
+    batch = _batch(cfg)
+    _, plain = step(init, batch)
+    _, ones = step(init, {**batch, "weights": np.ones(batch["tokens"].shape, np.float32)})
+    np.testing.assert_allclose(float(ones["loss"]), float(plain["loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(ones["grad_norm"]), float(plain["grad_norm"]), rtol=1e-5)
+    heavy = np.ones(batch["tokens"].shape, np.float32)
+    heavy[:, -8:] = 100.0
+    _, weighted = step(init, {**batch, "weights": heavy})
+    expected, _ = mdef.merge(init.params).loss(jnp.asarray(batch["tokens"]), weights_BxT=heavy)
+    np.testing.assert_allclose(float(weighted["loss"]), float(expected), rtol=1e-5)
+    assert float(weighted["tokens"]) == float(plain["tokens"])  # real tokens, not weights
+
+
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake CPU) devices")
 def test_sharded_step_equals_single_device_step():
     cfg = tiny_config("model.dtype=float32", "train.warmup_steps=0")
