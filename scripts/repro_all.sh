@@ -3,7 +3,7 @@
 #   GPU 0: DRT ret x1 on single-needle passkey (4K..4M), alone: the headline run;
 #   GPU 1: the sliding-window baseline (4K..64K), and DRT ret x1 and ret x2 on 2-hop NIAH
 #          (4K..1M), three at once (the small models leave most of an H200 idle).
-# usage: scripts/repro_all.sh OUT_DIR [key=value ...]   (env TRAIN_S, EVAL_S, PPL_S as
+# usage: scripts/repro_all.sh OUT_DIR [key=value ...]   (env WARM_S, TRAIN_S, EVAL_S, PPL_S as
 # scripts/repro_niah.sh)
 set -uo pipefail
 out=$1

@@ -9,6 +9,9 @@
 # checkpoint where it stops, and the evaluation uses it; EVAL_S bounds the passkey evaluation,
 # which keeps every length finished by then (passkey.json is rewritten after each length).
 # RESUME=1 continues the run in RUN_ROOT (default /tmp/runs) instead of starting it afresh.
+# Short-haystack warm-up: with WARM_S set, a first run of WARM_S seconds trains the same config
+# with the overrides in WARM (default: 1024-token sequences, 64 per step: the same tokens per
+# step as 16 x 4096), and the main run starts from its weights (--init_from).
 # Needs the prepared corpus under data/pydocs/{train,validation} (docs/data.md §3.2).
 set -uo pipefail
 cfg=$1 task=$2 lengths=$3 samples=$4 out=$5
@@ -22,8 +25,17 @@ limit() { if [ -n "${1:-}" ]; then echo "timeout --signal=TERM --kill-after=30 $
 
 fresh=--fresh
 [ -n "${RESUME:-}" ] && fresh=  # continue the run in $run (e.g. one stopped by TRAIN_S)
-$(limit "${TRAIN_S:-}") python3 -m train --config "$cfg" --output_dir "$run" $fresh "$@" \
-  > "$out/$name/train.log" 2>&1
+init=()
+if [ -n "${WARM_S:-}" ]; then
+  read -ra warm <<< "${WARM:-data.seq_len=1024 data.batch_size=64}"
+  $(limit "$WARM_S") python3 -m train --config "$cfg" --output_dir "$run-warm" --fresh "$@" \
+    "${warm[@]}" > "$out/$name/warm.log" 2>&1
+  echo "$name: warm-up exit $? at $(date -u +%T)"
+  cp "$run-warm/metrics.jsonl" "$out/$name/warm_metrics.jsonl" || exit 1
+  init=(--init_from "$run-warm")
+fi
+$(limit "${TRAIN_S:-}") python3 -m train --config "$cfg" --output_dir "$run" $fresh "${init[@]}" \
+  "$@" > "$out/$name/train.log" 2>&1
 echo "$name: train exit $? at $(date -u +%T)"
 cp "$run/metrics.jsonl" "$out/$name/" || exit 1
 $(limit "${EVAL_S:-}") python3 -m eval.passkey --config "$cfg" --checkpoint "$run" --task "$task" \
