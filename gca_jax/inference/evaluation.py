@@ -137,23 +137,31 @@ def write_json(path: str, obj) -> None:
 
 def plot_passkey(summaries: list[dict], path: str, *, title: str) -> None:
     """PNG of accuracy vs context length (log x) with 95% Wilson intervals."""
+    plot_passkey_curves({"": summaries}, path, title=title)
+
+
+def plot_passkey_curves(series: dict[str, list[dict]], path: str, *, title: str) -> None:
+    """One PNG with a curve per label: accuracy vs context length, 95% Wilson intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = [s["length"] for s in summaries]
-    y = [s["accuracy"] for s in summaries]
-    lo = [s["accuracy"] - s["ci95"][0] for s in summaries]
-    hi = [s["ci95"][1] - s["accuracy"] for s in summaries]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3)
-    ax.set_xscale("log")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, summaries in series.items():
+        x = [s["length"] for s in summaries]
+        y = [s["accuracy"] for s in summaries]
+        lo = [s["accuracy"] - s["ci95"][0] for s in summaries]
+        hi = [s["ci95"][1] - s["accuracy"] for s in summaries]
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=label or None)
+    ax.set_xscale("log", base=2)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("accuracy (95% Wilson CI)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
+    if any(series):
+        ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

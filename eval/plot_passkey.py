@@ -1,0 +1,64 @@
+"""Passkey results of several runs in one plot and one markdown table.
+
+python -m eval.plot_passkey --run "DRT ret x1=out/niah_drt_x1_small" \
+    --run "SWA=out/niah_swa_small" --title "single-needle passkey" --out passkey.png
+Each --run is LABEL=DIR with DIR holding a passkey.json of eval.passkey. Prints the table
+(accuracy in %, hits / samples) to stdout.
+"""
+
+import argparse
+import json
+import os
+
+from gca_jax.inference.evaluation import plot_passkey_curves
+
+
+def _label(length: int) -> str:
+    for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
+        if length % size == 0:
+            return f"{length // size}{unit}"
+    return str(length)
+
+
+def markdown_table(series: dict[str, list[dict]]) -> str:
+    """Rows = runs, columns = every length any run reached; cells 'acc% (hits/samples)'."""
+    lengths = sorted({s["length"] for rows in series.values() for s in rows})
+    lines = [
+        "| model | " + " | ".join(_label(n) for n in lengths) + " |",
+        "|---" * (len(lengths) + 1) + "|",
+    ]
+    for label, rows in series.items():
+        by_len = {s["length"]: s for s in rows}
+        cells = [
+            f"{100 * by_len[n]['accuracy']:.0f} ({by_len[n]['hits']}/{by_len[n]['samples']})"
+            if n in by_len
+            else "-"
+            for n in lengths
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    """Parses arguments, reads the runs, writes the plot, prints the table."""
+    p = argparse.ArgumentParser(prog="python -m eval.plot_passkey", description=__doc__)
+    p.add_argument("--run", action="append", required=True, help="LABEL=DIR (repeatable)")
+    p.add_argument("--title", default="passkey accuracy")
+    p.add_argument("--out", required=True, help="PNG path")
+    args = p.parse_args(argv)
+    series = {}
+    for item in args.run:
+        label, sep, run_dir = item.partition("=")
+        if not sep or not label or not run_dir:
+            p.error(f"--run {item!r} must be LABEL=DIR")
+        path = os.path.join(run_dir, "passkey.json")
+        if not os.path.isfile(path):
+            p.error(f"--run {item!r}: no passkey.json in {run_dir}")
+        with open(path) as f:
+            series[label] = json.load(f)["summaries"]
+    plot_passkey_curves(series, args.out, title=args.title)
+    print(markdown_table(series))
+
+
+if __name__ == "__main__":
+    main()
