@@ -81,6 +81,11 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> j
     )
 
 
+def batch_shards(mesh: jax.sharding.Mesh) -> int:
+    """How many ways a batch is split: the product of the mesh's batch axes (data x fsdp)."""
+    return _axis_size(mesh, BATCH_AXES)
+
+
 def _axis_size(mesh, axis: str | tuple[str, ...] | None) -> int:
     if axis is None:
         return 1

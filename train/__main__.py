@@ -65,7 +65,12 @@ def main(argv=None) -> int:
             )
         bar.refresh()
 
-    result = train(cfg, opts, progress)
+    try:
+        result = train(cfg, opts, progress)
+    except ConfigError as e:  # a rule that needs the devices, e.g. batch vs mesh
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     bar.close()
     loss = result.last_metrics.get("loss", float("nan"))
     print(f"done: step {int(result.state.step)}, final loss {loss:.4f}")

@@ -25,7 +25,7 @@ import numpy as np
 
 from gca_jax import checkpoint as ckpt_lib
 from gca_jax import sharding as shard_lib
-from gca_jax.config import Config
+from gca_jax.config import Config, ConfigError
 from gca_jax.training import inputs
 from gca_jax.training.evaluation import Evaluator, best_value
 from gca_jax.training.metrics import MetricsWriter, flops_per_token, peak_flops
@@ -90,6 +90,12 @@ class Trainer:
     def __init__(self, cfg: Config, opts: RunOptions, mesh=None):
         self.cfg, self.opts = cfg, opts
         self.mesh = shard_lib.make_mesh(cfg.mesh) if mesh is None else mesh
+        shards = shard_lib.batch_shards(self.mesh)
+        if cfg.data.batch_size % shards:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size}: must be divisible by the mesh's "
+                f"{shards} batch shards (mesh.data x mesh.fsdp over {self.mesh.size} devices)"
+            )
         self.is_main = jax.process_index() == 0
         ckpt_dir = os.path.join(opts.output_dir, "checkpoints")
         if opts.fresh and self.is_main:

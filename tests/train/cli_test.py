@@ -59,6 +59,14 @@ def test_bad_override_exits_nonzero_naming_the_key(env, tmp_path):
     assert proc.returncode == 2 and "train.lr" in proc.stderr
 
 
+def test_batch_that_the_mesh_cannot_split_is_a_config_error(env, tmp_path):
+    env = {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = _run(_cmd(tmp_path) + ["data.batch_size=6"], env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "data.batch_size=6" in proc.stderr and "4 batch shards" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_exact_resume_after_sigkill(env, tmp_path):
     steps = ["train.steps=24", "train.save_every=6"]
     straight = tmp_path / "straight"
