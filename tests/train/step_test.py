@@ -87,11 +87,17 @@ def test_loss_weights_reach_the_step():
     np.testing.assert_allclose(float(ones["loss"]), float(plain["loss"]), rtol=1e-6)
     np.testing.assert_allclose(float(ones["grad_norm"]), float(plain["grad_norm"]), rtol=1e-5)
     heavy = np.ones(batch["tokens"].shape, np.float32)
-    heavy[:, -8:] = 100.0
+    heavy[::3, -8:] = 100.0  # rows 0, 3, 6: micro-batches of unequal total weight
     _, weighted = step(init, {**batch, "weights": heavy})
     expected, _ = mdef.merge(init.params).loss(jnp.asarray(batch["tokens"]), weights_BxT=heavy)
     np.testing.assert_allclose(float(weighted["loss"]), float(expected), rtol=1e-5)
     assert float(weighted["tokens"]) == float(plain["tokens"])  # real tokens, not weights
+    # Accumulated micro-batches give the big batch's weighted loss: normalised by all weights.
+    acc_cfg = tiny_config(*SWA, "train.grad_accum=4")
+    acc_step = jax.jit(make_train_step(mdef, tx, lr_schedule(acc_cfg.train), acc_cfg.train))
+    _, acc = acc_step(init, {**batch, "weights": heavy})
+    np.testing.assert_allclose(float(acc["loss"]), float(weighted["loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(acc["grad_norm"]), float(weighted["grad_norm"]), rtol=1e-5)
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake CPU) devices")
