@@ -160,7 +160,7 @@ def plot_passkey_curves(series: dict[str, list[dict]], path: str, *, title: str)
     ax.set_ylabel("accuracy (95% Wilson CI)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if any(series):
+    if any(series):  # a legend only when some curve has a label
         ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

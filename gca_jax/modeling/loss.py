@@ -71,15 +71,14 @@ def next_token_loss(
     ce = functools.partial(blocked_cross_entropy, table_VxD=table_VxD, block=max(1, block // b))
     targets_BxT = next_token_targets(tokens_BxT)
     if weights_BxT is None:
-        totals_B, counts_B = jax.vmap(lambda h, t: ce(h, targets_N=t))(h_BxTxD, targets_BxT)
-        weight = jnp.sum(counts_B).astype(jnp.float32)
-    else:
-        w_BxT = jnp.concatenate([weights_BxT[:, 1:], jnp.zeros_like(weights_BxT[:, :1])], axis=1)
-        w_BxT = jnp.where(targets_BxT == IGNORE, 0.0, w_BxT.astype(jnp.float32))
-        totals_B, counts_B = jax.vmap(lambda h, t, w: ce(h, targets_N=t, weights_N=w))(
-            h_BxTxD, targets_BxT, w_BxT
-        )
-        weight = jnp.sum(w_BxT)
+        weights_BxT = jnp.ones(tokens_BxT.shape, jnp.float32)
+    # Shift like the targets: position t predicts token t + 1 and carries its weight.
+    w_BxT = jnp.concatenate([weights_BxT[:, 1:], jnp.zeros_like(weights_BxT[:, :1])], axis=1)
+    w_BxT = jnp.where(targets_BxT == IGNORE, 0.0, w_BxT.astype(jnp.float32))
+    totals_B, counts_B = jax.vmap(lambda h, t, w: ce(h, targets_N=t, weights_N=w))(
+        h_BxTxD, targets_BxT, w_BxT
+    )
+    weight = jnp.sum(w_BxT)
     count = jnp.sum(counts_B)
     loss = jnp.sum(totals_B) / jnp.maximum(weight, 1e-6)
     return loss, {"loss": loss, "tokens": count, "weight": weight}
