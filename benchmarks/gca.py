@@ -6,6 +6,7 @@ tables for docs/performance.md ("## GCA") and, when $OUT is set, writes the raw 
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import statistics
@@ -16,6 +17,8 @@ import typing
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
 
 from kernels.gca import gca_attention, gca_decode, pallas_triton_vjp
 from kernels.gca._common import GcaBlockConfig
@@ -46,9 +49,16 @@ KERNEL = "pallas"
 # block_s_dkv=32, block_q_dkv=32 and num_stages=1: all slower than the default.
 VARIANTS = {
     "default": GcaBlockConfig(),
+    "unroll_k": GcaBlockConfig(unroll_k=True),
+    "unroll_k stages3": GcaBlockConfig(unroll_k=True, num_stages=3, num_stages_bwd=3),
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
-    "cache_hints": GcaBlockConfig(use_cache_hints=True),
     "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
+}
+# P = 65 (a 64-row tile plus a 16-row tail): the tail in its own program or in the main one.
+TAIL_VARIANTS = {
+    "default": GcaBlockConfig(),
+    "fuse_tail": GcaBlockConfig(fuse_tail=True),
+    "fuse_tail unroll_k": GcaBlockConfig(fuse_tail=True, unroll_k=True),
 }
 
 
@@ -169,6 +179,8 @@ def bench_shape(name: str, shape: Shape, variants: dict, ceil: dict) -> list[dic
     b, c, h, d, kk, s, p = shape
     flops_fwd = 4 * b * c * h * kk * p * s * d
     read_bytes = sum(x.nbytes for x in (q, k, v, idx, w))
+    # What the kernel loads: q once, and per (chunk, head) its K retrieved K and V tiles.
+    tile_bytes = q.nbytes + 2 * b * c * h * kk * s * d * k.dtype.itemsize
     rows = []
     xla_fwd = time_ms(fwd_fn("xla", scale), q, k, v, idx, w)
     xla_fb_fn, xla_temp = compile_with_temp(fwdbwd_fn("xla", scale), q, k, v, idx, w, do)
@@ -190,6 +202,8 @@ def bench_shape(name: str, shape: Shape, variants: dict, ceil: dict) -> list[dic
         row["fwd_TFLOPs"] = flops_fwd / (row["fwd_ms"] * 1e-3) / 1e12
         row["fwd_read_GBps"] = read_bytes / (row["fwd_ms"] * 1e-3) / 1e9
         row["fwd_read_pct_copy"] = 100 * row["fwd_read_GBps"] / ceil["copy_GBps"]
+        row["fwd_tile_GBps"] = tile_bytes / (row["fwd_ms"] * 1e-3) / 1e9
+        row["fwd_tile_pct_copy"] = 100 * row["fwd_tile_GBps"] / ceil["copy_GBps"]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     return rows
@@ -219,6 +233,54 @@ def bench_breakdown(shape: Shape) -> dict:
         "dkv_ms": time_ms(dkv_fn, q, k, v, idx, w, lse2, delta, do),
         "inverse_index_ms": time_ms(inv_fn, idx, w),
     }
+
+
+def _bound_kernel(q_ref, keys_ref, values_ref, idx_ref, w_ref, out_ref, *, num_k, part):
+    """The forward's loop with half of it: "loads" only moves the retrieved tiles (summing them),
+    "math" does all the arithmetic on the tiles of row idx[0], loaded once (q is scaled by w[k]
+    each step so the compiler cannot hoist the dots out of the loop)."""
+    q = q_ref[...]
+    if part == "math":
+        k0, v0 = keys_ref[idx_ref[0]], values_ref[idx_ref[0]]
+
+    def step(k, acc):
+        if part == "loads":
+            e = idx_ref[k]
+            return acc + keys_ref[e].astype(jnp.float32) + values_ref[e].astype(jnp.float32)
+        s = plt.dot(q * w_ref[k].astype(q.dtype), k0, trans_b=True)
+        m = jnp.max(s, axis=1)
+        p = jnp.exp2(s * 0.18 - m[:, None] * 0.18)
+        return acc + plt.dot(p.astype(v0.dtype), v0) / jnp.sum(p, axis=1)[:, None]
+
+    acc = jax.lax.fori_loop(0, num_k, step, jnp.zeros(q.shape, jnp.float32))
+    out_ref[...] = acc.astype(out_ref.dtype)
+
+
+def bench_bounds(shape: Shape, fwd_ms: float) -> dict:
+    """Times the forward's tile loads alone and its arithmetic alone (ms), P = S = 64 only."""
+    q, k, v, idx, w, _ = make_inputs(shape, jnp.bfloat16, seed=0)
+    b, c, h, d, kk, s, p = shape
+    q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i, 0, hh, 0))
+    mem_spec = pl.BlockSpec((None, c, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh, 0))
+    ck_spec = pl.BlockSpec((None, None, kk), lambda i, hh, bb: (bb, i, 0))
+    res = {"fwd_ms": fwd_ms}
+    for part in ("loads", "math"):
+        fn = jax.jit(
+            pl.pallas_call(
+                functools.partial(_bound_kernel, num_k=kk, part=part),
+                grid=(c, h, b),
+                in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec],
+                out_specs=q_spec,
+                out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+                compiler_params=plt.CompilerParams(num_warps=4, num_stages=2),
+                interpret=KERNEL == "interpret",
+                name=f"gca_bound_{part}",
+            )
+        )
+        res[f"{part}_only_ms"] = time_ms(fn, q, k, v, idx, w)
+    tile_bytes = 2 * b * c * h * kk * s * d * k.dtype.itemsize
+    res["loads_only_tile_GBps"] = tile_bytes / (res["loads_only_ms"] * 1e-3) / 1e9
+    return res
 
 
 def bench_decode(batch: int) -> dict:
@@ -263,6 +325,10 @@ def main(argv=None) -> None:
         VARIANTS.clear()
         VARIANTS["default"] = None  # The heuristic config for the tiny shape.
         VARIANTS["tf32_probs"] = GcaBlockConfig(block_s_dkv=16, use_tf32_probs=True)
+        TAIL_VARIANTS.clear()
+        TAIL_VARIANTS["fuse_tail unroll_k"] = GcaBlockConfig(
+            block_s_dkv=16, fuse_tail=True, unroll_k=True
+        )
     dev = jax.devices()[0]
     print(f"# GCA benchmark {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC", flush=True)
     print(
@@ -277,13 +343,20 @@ def main(argv=None) -> None:
         flush=True,
     )
     errs = {}
-    for vname in ("default", "tf32_probs"):
-        errs[vname] = check_correctness(SHAPES["paper B4 C260"], VARIANTS.get(vname))
-        print(f"errors vs fp32 reference ({vname}):", json.dumps(errs[vname]), flush=True)
+    checks = [("paper B4 C260", VARIANTS, v) for v in ("default", "unroll_k", "tf32_probs")]
+    checks.append(("paper P=65", TAIL_VARIANTS, "fuse_tail unroll_k"))
+    for shape_name, variants, vname in checks:
+        if vname not in variants:
+            continue
+        label = vname if shape_name == "paper B4 C260" else f"{shape_name} {vname}"
+        errs[label] = check_correctness(SHAPES[shape_name], variants[vname])
+        print(f"errors vs fp32 reference ({label}):", json.dumps(errs[label]), flush=True)
     rows = []
     for name, shape in SHAPES.items():
         if name.startswith("paper B4") and not args.quick:
             variants = VARIANTS
+        elif name == "paper P=65" and not args.quick:
+            variants = TAIL_VARIANTS
         else:
             variants = {"default": VARIANTS["default"]}
         rows += bench_shape(name, shape, variants, ceil)
@@ -292,22 +365,30 @@ def main(argv=None) -> None:
     breakdown = bench_breakdown(SHAPES["paper B4 C260"])
     print("per-kernel ms (paper shape, default):", json.dumps(breakdown), flush=True)
     decode = [bench_decode(1), bench_decode(32)]
+    paper = SHAPES["paper B4 C260"]
+    default_fwd = next(r["fwd_ms"] for r in rows if r["variant"] == "default" and "fwd_ms" in r)
+    try:
+        bounds = bench_bounds(paper, default_fwd)
+    except Exception as e:  # noqa: BLE001 - a diagnostic must not cost the run its tables
+        bounds = {"fwd_ms": default_fwd, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    print("forward halves (paper shape):", json.dumps(bounds), flush=True)
 
     print(
         "\n| shape (bf16, H=12, d=64, K=8, P'=64, P=64 unless named) | variant | "
         "fwd ms pallas / xla | "
-        "fwd+bwd ms pallas / xla | fwd TFLOP/s | fwd read GB/s (% of copy) | "
-        "fwd+bwd temp / q bytes pallas / xla |"
+        "fwd+bwd ms pallas / xla | fwd TFLOP/s | fwd unique-bytes GB/s (% of copy) | "
+        "fwd tile-load GB/s (% of copy) | fwd+bwd temp / q bytes pallas / xla |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['shape']} | {r['variant']} | failed: {r['error'][:80]} | | | | |")
+            print(f"| {r['shape']} | {r['variant']} | failed: {r['error'][:80]} | | | | | |")
             continue
         print(
             f"| {r['shape']} | {r['variant']} | {r['fwd_ms']:.3f} / {r['xla_fwd_ms']:.3f} | "
             f"{r['fwdbwd_ms']:.3f} / {r['xla_fwdbwd_ms']:.3f} | {r['fwd_TFLOPs']:.0f} | "
             f"{r['fwd_read_GBps']:.0f} ({r['fwd_read_pct_copy']:.0f}%) | "
+            f"{r['fwd_tile_GBps']:.0f} ({r['fwd_tile_pct_copy']:.0f}%) | "
             f"{r['temp_over_q']:.2f} / {r['xla_temp_over_q']:.2f} |"
         )
     print(
@@ -319,6 +400,12 @@ def main(argv=None) -> None:
         print(
             f"| batch {r['batch']} | {r['pallas_us']:.1f} | {r['xla_us']:.1f} | "
             f"{r['pallas_in_graph_us']:.1f} | {r['xla_in_graph_us']:.1f} | {r['rel_err']:.1e} |"
+        )
+    if "error" not in bounds:
+        print(
+            f"\nforward halves (paper shape): whole {bounds['fwd_ms']:.3f} ms; tile loads only "
+            f"{bounds['loads_only_ms']:.3f} ms ({bounds['loads_only_tile_GBps']:.0f} GB/s of "
+            f"tiles); arithmetic only {bounds['math_only_ms']:.3f} ms"
         )
     print(
         "\nper-kernel ms (paper shape, default): "
@@ -340,6 +427,7 @@ def main(argv=None) -> None:
                     "rows": rows,
                     "decode": decode,
                     "breakdown": breakdown,
+                    "bounds": bounds,
                 },
                 f,
             )

@@ -16,6 +16,7 @@ import argparse
 import concurrent.futures
 import datetime
 import logging
+import os
 import statistics
 import sys
 import time
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.profile_summary import format_summary, summarize
 from gca_jax import sharding as shard_lib
 from gca_jax.config import MeshConfig, load_config
 from gca_jax.training.metrics import flops_per_token, peak_flops
@@ -69,6 +71,7 @@ class Case:
         model, length, batch, remat = spec.split(":")
         path, extra = MODELS[model]
         self.seq, self.batch = _length(length), int(batch)
+        self.name = spec.replace(":", "_")
         self.row = {"model": model, "T": self.seq, "B": self.batch, "remat": remat}
         over = [f"data.seq_len={self.seq}", f"data.batch_size={self.batch}"]
         over += [f"model.remat={remat}", f"model.kernel_backend={backend}"]
@@ -103,8 +106,9 @@ class Case:
             peak += mem.temp_size_in_bytes - mem.alias_size_in_bytes
             self.row["peak_gib"] = peak / 2**30
 
-    def time(self, state, steps: int) -> None:
-        """Warm-up and timed steps from ``state`` (donated)."""
+    def time(self, state, steps: int, profile_dir: str | None = None) -> None:
+        """Warm-up and timed steps from ``state`` (donated); with profile_dir, then traces two
+        more steps and prints where their device time goes."""
         rng = np.random.default_rng(0)
         tokens = rng.integers(0, self.cfg.model.pad_id, (self.batch, self.seq), dtype=np.int32)
         with jax.set_mesh(self.mesh):
@@ -118,6 +122,13 @@ class Case:
                 state, metrics = self.compiled(state, batch)
                 jax.block_until_ready(metrics["loss"])
                 times.append(time.perf_counter() - t)
+            if profile_dir:
+                log_dir = os.path.join(profile_dir, self.name)
+                with jax.profiler.trace(log_dir):
+                    for _ in range(2):
+                        state, metrics = self.compiled(state, batch)
+                    jax.block_until_ready(metrics["loss"])
+                print(format_summary(summarize(log_dir, steps=2), self.name), flush=True)
         median = statistics.median(times)
         self.row.update(step_ms=1e3 * median, tok_s=self.batch * self.seq / median)
         self.row["loss"] = float(metrics["loss"])
@@ -171,6 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget_s", type=float, default=270.0, help="start no case after this")
     p.add_argument("--backend", default="auto", help="model.kernel_backend for every case")
     p.add_argument("--compile_threads", type=int, default=8, help="parallel XLA compilations")
+    p.add_argument("--profile_dir", help="also trace 2 steps per case here and print a breakdown")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     backends = _BackendLog()
@@ -215,7 +227,7 @@ def main(argv=None) -> int:
                 initial[key] = init_state(case.cfg.model, case.cfg.train.seed, case.tx, case.mesh)[
                     1
                 ]
-            case.time(jax.tree.map(jnp.copy, initial[key]), args.steps)
+            case.time(jax.tree.map(jnp.copy, initial[key]), args.steps, args.profile_dir)
         except ERRORS as e:
             case.row["error"] = _error(e)
         case.compiled = None  # free the executable

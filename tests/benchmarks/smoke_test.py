@@ -1,0 +1,27 @@
+"""The GPU benchmark scripts run end to end on CPU at tiny shapes (interpret-mode kernels)."""
+
+import json
+
+from benchmarks import gca, train_throughput
+
+
+def test_gca_benchmark_smoke(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    gca.main(["--smoke"])
+    printed = capsys.readouterr().out
+    assert "| paper B4 C260 | default |" in printed and "forward halves" in printed
+    result = json.loads((tmp_path / "gca_bench.json").read_text())
+    assert "error" not in result["bounds"] and result["bounds"]["loads_only_ms"] > 0
+    assert all("error" not in row for row in result["rows"])
+
+
+def test_train_throughput_profile_smoke(tmp_path, capsys):
+    assert (
+        train_throughput.main(
+            ["--cases", "tiny:240:2:full", "--steps", "1", "--profile_dir", str(tmp_path)]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "**tiny_240_2_full** device kernel time" in printed
+    assert "| tiny | 240 | 2 | full |" in printed
