@@ -30,12 +30,6 @@ class GcaBlockConfig:
         choice, seed-spec §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
       use_cache_hints: L2 eviction hints on loads: keep what other programs re-read (memory
         chunks in the forward and dq kernels; q and dO in the dK/dV kernel), stream the rest.
-      fuse_tail: in the forward and dq kernels, the program of a chunk's last full row tile
-        also runs the tail tile (P = 65: 64 + 16 rows), so each retrieved K/V tile is read once
-        per chunk instead of once per row tile.
-      unroll_k: unroll the loop over the K retrieved chunks in the forward and dq kernels (K is
-        static), so the compiler can issue a chunk's index and tile loads ahead of the previous
-        chunk's arithmetic.
     """
 
     block_q: int = 64
@@ -48,8 +42,6 @@ class GcaBlockConfig:
     num_stages_bwd: int = 2
     use_tf32_probs: bool = False
     use_cache_hints: bool = False
-    fuse_tail: bool = False
-    unroll_k: bool = False
 
     @classmethod
     def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
@@ -114,10 +106,6 @@ class RowTiles(typing.NamedTuple):
     def padded(self) -> int:
         return self.num_main * self.block + self.tail
 
-    def programs(self, fuse_tail: bool) -> int:
-        """Programs per chunk: one per tile, or the tail riding with the last main tile."""
-        return self.num_main if fuse_tail and self.tail and self.num_main else self.count
-
 
 def row_tiles(rows: int, block: int) -> RowTiles:
     """Tiles of at most `block` rows (a power of 2 >= 16) covering `rows` rows."""
@@ -128,40 +116,15 @@ def row_tiles(rows: int, block: int) -> RowTiles:
     return RowTiles(block, num_main, tail)
 
 
-def for_program_tiles(tiles: RowTiles, t, body, *, fuse_tail: bool) -> None:
-    """Runs body(((first_row, tile_rows), ...)) for program t of a chunk (t dynamic).
-
-    Each program gets one tile, or with fuse_tail the last main tile's program gets the tail
-    tile too; tile_rows are static per branch, first rows are traced.
-    """
-    block = tiles.block
+def for_row_tile(tiles: RowTiles, t, body) -> None:
+    """Runs body(first_row, tile_rows) for tile t (dynamic), with tile_rows static per branch."""
     if not tiles.tail:
-        body(((t * block, block),))
-        return
-    if fuse_tail and tiles.num_main:
-        last = tiles.num_main - 1
-        # (t + 1) * block, not a Python int: a static start past P - tail would fail the
-        # bounds check of the branch that does not run.
-        both = lambda: body(((t * block, block), ((t + 1) * block, tiles.tail)))  # noqa: E731
-        if last == 0:
-            both()
-            return
-        pl.when(t < last)(lambda: body(((t * block, block),)))
-        pl.when(t == last)(both)
+        body(t * tiles.block, tiles.block)
         return
     if tiles.num_main:
-        pl.when(t < tiles.num_main)(lambda: body(((t * block, block),)))
-    pl.when(t == tiles.num_main)(lambda: body(((t * block, tiles.tail),)))
-
-
-def loop_k(num_k: int, body, init, *, unroll: bool):
-    """fori_loop(0, num_k, body, init), or a Python loop with static k when unroll."""
-    if not unroll:
-        return jax.lax.fori_loop(0, num_k, body, init)
-    carry = init
-    for k in range(num_k):
-        carry = body(k, carry)
-    return carry
+        pl.when(t < tiles.num_main)(lambda: body(t * tiles.block, tiles.block))
+    # t * block, not a Python int: a static start past P - tail would fail the bounds check.
+    pl.when(t == tiles.num_main)(lambda: body(t * tiles.block, tiles.tail))
 
 
 def evict(use_hints: bool, policy: str) -> dict:

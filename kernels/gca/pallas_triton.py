@@ -43,8 +43,7 @@ from kernels.gca._common import (
     GcaBlockConfig,
     dot,
     evict,
-    for_program_tiles,
-    loop_k,
+    for_row_tile,
     prob_dot,
     row_mask,
     row_tiles,
@@ -66,52 +65,45 @@ def _gca_fwd_kernel(
     rows,
     num_k,
     tiles,
-    fuse_tail,
-    unroll,
 ):
-    """One (query chunk, row tile(s), head, batch): loops over the K retrieved chunks.
+    """One (query chunk, row tile, head, batch): loops over the K retrieved chunks.
 
     Refs: q/out (P, d); keys/values (E, S, d) — the whole memory of this (batch, kv head);
     idx/w (K,); lse (K, P_pad) base-2 log-sum-exp.
     """
     qk_scale = scale * LOG2_E  # Softmax in base 2: exp2 is the fast path on the GPU.
 
-    def run(row_tiles_):
-        masks = [row_mask(q0, block_q, rows)[:, None] for q0, block_q in row_tiles_]
-        qs = [
-            plt.load(
-                q_ref.at[pl.ds(q0, block_q), :],
-                mask=mask,
-                other=0.0,
-                **evict(use_hints, "evict_first"),
-            )
-            for (q0, block_q), mask in zip(row_tiles_, masks)
-        ]
+    def tile(q0, block_q):
+        mask_Q = row_mask(q0, block_q, rows)
+        q_Qxd = plt.load(
+            q_ref.at[pl.ds(q0, block_q), :],
+            mask=mask_Q[:, None],
+            other=0.0,
+            **evict(use_hints, "evict_first"),
+        )
 
-        def one_chunk(k, accs):
+        def one_chunk(k, acc_Qxd):
             e = idx_ref[k]
             k_Sxd = plt.load(keys_ref.at[e, :, :], **evict(use_hints, "evict_last"))
             v_Sxd = plt.load(values_ref.at[e, :, :], **evict(use_hints, "evict_last"))
-            w = w_ref[k].astype(jnp.float32)
-            new = []
-            for (q0, block_q), q_Qxd, acc_Qxd in zip(row_tiles_, qs, accs):
-                s_QxS = dot(q_Qxd, k_Sxd, trans_b=True)
-                # scale > 0, so the max commutes with it; exp2(s * c - m) is one FMA per score.
-                m_Q = jnp.max(s_QxS, axis=1) * qk_scale
-                p_QxS = jnp.exp2(s_QxS * qk_scale - m_Q[:, None])
-                l_Q = jnp.sum(p_QxS, axis=1)
-                o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
-                lse_ref[k, pl.ds(q0, block_q)] = m_Q + jnp.log2(l_Q)
-                new.append(acc_Qxd + o_Qxd * (w / l_Q)[:, None])
-            return tuple(new)
+            s_QxS = dot(q_Qxd, k_Sxd, trans_b=True)
+            # scale > 0, so the max commutes with it; exp2(s * c - m) is one FMA per score.
+            m_Q = jnp.max(s_QxS, axis=1) * qk_scale
+            p_QxS = jnp.exp2(s_QxS * qk_scale - m_Q[:, None])
+            l_Q = jnp.sum(p_QxS, axis=1)
+            o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
+            lse_ref[k, pl.ds(q0, block_q)] = m_Q + jnp.log2(l_Q)
+            coef_Q = w_ref[k].astype(jnp.float32) / l_Q
+            return acc_Qxd + o_Qxd * coef_Q[:, None]
 
-        zeros = tuple(jnp.zeros(q.shape, jnp.float32) for q in qs)
-        accs = loop_k(num_k, one_chunk, zeros, unroll=unroll)
-        for (q0, block_q), mask, acc_Qxd in zip(row_tiles_, masks, accs):
-            plt.store(out_ref.at[pl.ds(q0, block_q), :], acc_Qxd.astype(out_ref.dtype), mask=mask)
+        acc_Qxd = jax.lax.fori_loop(
+            0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+        )
+        plt.store(
+            out_ref.at[pl.ds(q0, block_q), :], acc_Qxd.astype(out_ref.dtype), mask=mask_Q[:, None]
+        )
 
-    t = pl.program_id(0) % tiles.programs(fuse_tail)
-    for_program_tiles(tiles, t, run, fuse_tail=fuse_tail)
+    for_row_tile(tiles, pl.program_id(0) % tiles.count, tile)
 
 
 def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, interpret: bool):
@@ -121,7 +113,7 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
     k = idx.shape[2]
     group = h // hkv
     tiles = row_tiles(p, config.block_q)
-    nt = tiles.programs(config.fuse_tail)
+    nt = tiles.count
     kernel = functools.partial(
         _gca_fwd_kernel,
         scale=scale,
@@ -130,8 +122,6 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
         rows=p,
         num_k=k,
         tiles=tiles,
-        fuse_tail=config.fuse_tail,
-        unroll=config.unroll_k,
     )
     q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nt, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))

@@ -31,8 +31,7 @@ from kernels.gca._common import (
     GcaBlockConfig,
     dot,
     evict,
-    for_program_tiles,
-    loop_k,
+    for_row_tile,
     prob_dot,
     row_mask,
     row_tiles,
@@ -97,49 +96,44 @@ def _gca_bwd_dq_kernel(
     rows,
     num_k,
     tiles,
-    fuse_tail,
-    unroll,
 ):
-    """One (query chunk, row tile(s), head, batch): dq and delta over the K retrieved chunks.
+    """One (query chunk, row tile, head, batch): dq and delta over the K retrieved chunks.
 
     Refs: q/do/dq (P, d); keys/values (E, S, d); idx/w (K,); lse/delta (K, P_pad).
     """
     qk_scale = scale * LOG2_E
 
-    def run(row_tiles_):
-        masks = [row_mask(q0, block_q, rows)[:, None] for q0, block_q in row_tiles_]
+    def tile(q0, block_q):
+        mask_Q = row_mask(q0, block_q, rows)
         stream = evict(use_hints, "evict_first")
-        qs, dos = [], []
-        for (q0, block_q), mask in zip(row_tiles_, masks):
-            qs.append(plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask, other=0.0, **stream))
-            dos.append(plt.load(do_ref.at[pl.ds(q0, block_q), :], mask=mask, other=0.0, **stream))
+        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0, **stream)
+        do_Qxd = plt.load(
+            do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0, **stream
+        )
 
-        def one_chunk(k, dqs):
+        def one_chunk(k, dq_Qxd):
             e = idx_ref[k]
             k_Sxd = plt.load(keys_ref.at[e, :, :], **evict(use_hints, "evict_last"))
             v_Sxd = plt.load(values_ref.at[e, :, :], **evict(use_hints, "evict_last"))
-            w = w_ref[k].astype(jnp.float32)
-            new = []
-            for (q0, block_q), q_Qxd, do_Qxd, dq_Qxd in zip(row_tiles_, qs, dos, dqs):
-                lse_Q = lse_ref[k, pl.ds(q0, block_q)]
-                p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
-                dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
-                # <dO, O_k> = <dO, P_k V> = rowsum(P_k * dO V^T): O_k = P_k V is never formed.
-                delta_Q = jnp.sum(p_QxS * dp_QxS, axis=1)
-                delta_ref[k, pl.ds(q0, block_q)] = delta_Q
-                ds_QxS = (w * p_QxS) * (dp_QxS - delta_Q[:, None])
-                new.append(dq_Qxd + prob_dot(ds_QxS, k_Sxd, use_tf32=use_tf32))
-            return tuple(new)
+            lse_Q = lse_ref[k, pl.ds(q0, block_q)]
+            p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
+            dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
+            # <dO, O_k> = <dO, P_k V> = rowsum(P_k * dO V^T): O_k = P_k V is never recomputed.
+            delta_Q = jnp.sum(p_QxS * dp_QxS, axis=1)
+            delta_ref[k, pl.ds(q0, block_q)] = delta_Q
+            ds_QxS = (w_ref[k].astype(jnp.float32) * p_QxS) * (dp_QxS - delta_Q[:, None])
+            return dq_Qxd + prob_dot(ds_QxS, k_Sxd, use_tf32=use_tf32)
 
-        zeros = tuple(jnp.zeros(q.shape, jnp.float32) for q in qs)
-        dqs = loop_k(num_k, one_chunk, zeros, unroll=unroll)
-        for (q0, block_q), mask, dq_Qxd in zip(row_tiles_, masks, dqs):
-            plt.store(
-                dq_ref.at[pl.ds(q0, block_q), :], (dq_Qxd * scale).astype(dq_ref.dtype), mask=mask
-            )
+        dq_Qxd = jax.lax.fori_loop(
+            0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+        )
+        plt.store(
+            dq_ref.at[pl.ds(q0, block_q), :],
+            (dq_Qxd * scale).astype(dq_ref.dtype),
+            mask=mask_Q[:, None],
+        )
 
-    t = pl.program_id(0) % tiles.programs(fuse_tail)
-    for_program_tiles(tiles, t, run, fuse_tail=fuse_tail)
+    for_row_tile(tiles, pl.program_id(0) % tiles.count, tile)
 
 
 def _gca_bwd_dkv_kernel(
@@ -242,7 +236,7 @@ def backward_dq(
     k = idx.shape[2]
     group = h // hkv
     tiles = row_tiles(p, config.block_q)
-    nt = tiles.programs(config.fuse_tail)
+    nt = tiles.count
     p_pad = lse2.shape[-1]
     assert p_pad == tiles.padded, (p_pad, tiles)
     params = plt.CompilerParams(num_warps=config.num_warps_bwd, num_stages=config.num_stages_bwd)
@@ -260,8 +254,6 @@ def backward_dq(
             rows=p,
             num_k=k,
             tiles=tiles,
-            fuse_tail=config.fuse_tail,
-            unroll=config.unroll_k,
         ),
         grid=(c * nt, h, b),
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec, lse_spec, q_spec],

@@ -131,27 +131,12 @@ def test_row_tiles(rows, block, expected):
     assert tiles.padded >= rows
 
 
-@pytest.mark.parametrize(
-    "rows,block_q,block_q_dkv,fuse_tail,unroll_k",
-    [
-        (65, 32, 16, False, False),
-        (80, 64, 32, False, False),
-        (65, 64, 64, True, False),  # one main tile: its program always runs the tail too
-        (65, 32, 16, True, True),  # two main tiles: only the second program runs the tail
-        (80, 64, 32, True, True),
-        (64, 64, 64, True, True),  # no tail: fuse_tail changes nothing
-    ],
-)
-def test_row_tilings_match_reference(rows, block_q, block_q_dkv, fuse_tail, unroll_k):
+@pytest.mark.parametrize("rows,block_q,block_q_dkv", [(65, 32, 16), (80, 64, 32)])
+def test_row_tilings_match_reference(rows, block_q, block_q_dkv):
     spec = Spec(B=1, C=2, P=rows, H=2, Hkv=1, d=16, E=3, S=16, K=2)
-    q, keys, values, idx, w, dout = make_inputs(spec, jnp.float32, seed=rows + block_q)
+    q, keys, values, idx, w, dout = make_inputs(spec, jnp.float32, seed=rows)
     config = GcaBlockConfig(
-        block_q=block_q,
-        block_q_dkv=block_q_dkv,
-        block_s_dkv=16,
-        use_cache_hints=rows % 2 == 1,
-        fuse_tail=fuse_tail,
-        unroll_k=unroll_k,
+        block_q=block_q, block_q_dkv=block_q_dkv, block_s_dkv=16, use_cache_hints=rows % 2 == 1
     )
     attend = lambda q, k, v, w: gca_attention_pallas(
         q, k, v, idx, w, scale=0.25, interpret=True, config=config
@@ -338,7 +323,6 @@ def _lowered_text(fn, *args):
                 use_tf32_probs=True, use_cache_hints=True, block_s_dkv=32, block_q_dkv=32
             ),
         ),
-        (65, jnp.bfloat16, GcaBlockConfig(fuse_tail=True, unroll_k=True)),
     ],
 )
 def test_cuda_lowering_forward_and_backward(p, dtype, config):
@@ -411,16 +395,10 @@ def test_shard_map_grad_equals_unsharded():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("tuned", [False, True])
-def test_pallas_on_gpu_matches_reference(dtype, tuned):
+def test_pallas_on_gpu_matches_reference(dtype):
     spec = Spec(B=2, C=8, P=65, H=4, Hkv=2, d=64, E=8, S=64, K=8)
     q, keys, values, idx, w, dout = make_inputs(spec, dtype, seed=17)
-    config = GcaBlockConfig(fuse_tail=True, unroll_k=True) if tuned else None
-    attend = lambda q, k, v, w: gca_attention_pallas(
-        q, k, v, idx, w, scale=0.125, interpret=False, config=config
-    )
-    out, pullback = jax.vjp(attend, q, keys, values, w)
-    grads = pullback(dout)
+    out, grads = fwd_and_vjp(q, keys, values, idx, w, dout, backend="pallas", scale=0.125)
     ref_out, ref_grads = reference_f32(q, keys, values, idx, w, dout, scale=0.125)
     tol = {jnp.float32: 1e-4, jnp.bfloat16: 2e-2}[dtype]
     assert_close(out, ref_out, tol, "out")
