@@ -4,6 +4,8 @@ Parameters carry logical axis names (``logical_axes`` metadata) that ``gca_jax.s
 mesh axes; nothing here knows about meshes.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -14,6 +16,53 @@ _DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
 def to_dtype(name: str) -> jnp.dtype:
     """Maps a config dtype name to a jnp dtype."""
     return _DTYPES[name]
+
+
+def mixed_matmul(x_xK, w, compute_dtype, out_dtype, w_transposed: bool = False) -> jax.Array:
+    """Matmul x @ w (w: (K, N)), or x @ w.T with w_transposed (w: (N, K)), in compute dtype.
+
+    Both operands are cast to ``compute_dtype``; products accumulate in float32 and the result is
+    cast to ``out_dtype``. The backward casts the cotangent to the compute dtype too, so all three
+    products (forward, dx, dw) run at the compute dtype's tensor-core rate. Plain autodiff of a
+    bf16 dot with a float32 output multiplies a float32 cotangent by a bf16 operand, which XLA
+    runs as a float32 (TF32) matmul: measured, those took 40% of DRT-128M's train step on an
+    H200 (docs/performance.md). dx comes back in x's dtype, dw in w's: float32 parameters get a
+    float32 gradient from a bf16 product.
+    """
+    return _mixed_matmul(x_xK, w, compute_dtype, out_dtype, w_transposed, x_xK.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _mixed_matmul(x_xK, w, compute_dtype, out_dtype, w_transposed, x_dtype):
+    return _mixed_matmul_fwd(x_xK, w, compute_dtype, out_dtype, w_transposed, x_dtype)[0]
+
+
+def _mixed_matmul_fwd(x_xK, w, compute_dtype, out_dtype, w_transposed, x_dtype):
+    x_c = x_xK.astype(compute_dtype)
+    dims = (((x_c.ndim - 1,), (1 if w_transposed else 0,)), ((), ()))
+    y = jax.lax.dot_general(x_c, w.astype(compute_dtype), dims, preferred_element_type=jnp.float32)
+    return y.astype(out_dtype), (x_c, w)
+
+
+def _mixed_matmul_bwd(compute_dtype, out_dtype, w_transposed, x_dtype, res, ct_xN):
+    x_c, w = res
+    ct_c = ct_xN.astype(compute_dtype)
+    n_axis = 0 if w_transposed else 1
+    dx = jax.lax.dot_general(
+        ct_c,
+        w.astype(compute_dtype),
+        (((ct_c.ndim - 1,), (n_axis,)), ((), ())),
+        preferred_element_type=x_dtype,
+    )
+    lead = (tuple(range(x_c.ndim - 1)),) * 2  # contract every leading (token) axis
+    if w_transposed:  # dw (N, K) = ct^T x
+        dw = jax.lax.dot_general(ct_c, x_c, (lead, ((), ())), preferred_element_type=w.dtype)
+    else:  # dw (K, N) = x^T ct
+        dw = jax.lax.dot_general(x_c, ct_c, (lead, ((), ())), preferred_element_type=w.dtype)
+    return dx, dw
+
+
+_mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
 class Dense(nnx.Module):
@@ -36,11 +85,7 @@ class Dense(nnx.Module):
 
     def __call__(self, x_xD: jax.Array) -> jax.Array:
         """(..., in) -> (..., out) in the compute dtype, float32 accumulation."""
-        return jnp.dot(
-            x_xD.astype(self.dtype),
-            self.kernel[...].astype(self.dtype),
-            preferred_element_type=jnp.float32,
-        ).astype(self.dtype)
+        return mixed_matmul(x_xD, self.kernel[...], self.dtype, self.dtype)
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:

@@ -6,13 +6,16 @@ import jax
 import jax.numpy as jnp
 
 from gca_jax.modeling.chunking import IGNORE, next_token_targets
+from gca_jax.modeling.layers import mixed_matmul
+
+# The head's vocabulary axis is padded to a multiple of this inside the loss: GPT-2's V = 50,265
+# is odd, which forces cuBLAS onto its slow unaligned kernels for the three head matmuls.
+VOCAB_ALIGN = 128
 
 
 def tied_logits(h_xD: jax.Array, table_VxD: jax.Array) -> jax.Array:
     """H @ E^T in the compute dtype of h with float32 accumulation and output."""
-    return jnp.einsum(
-        "...D,VD->...V", h_xD, table_VxD.astype(h_xD.dtype), preferred_element_type=jnp.float32
-    )
+    return mixed_matmul(h_xD, table_VxD, h_xD.dtype, jnp.float32, w_transposed=True)
 
 
 def blocked_cross_entropy(
@@ -35,11 +38,14 @@ def blocked_cross_entropy(
     tgt = jnp.pad(targets_N, (0, pad), constant_values=IGNORE).reshape(-1, block)
     w = jnp.ones((n,), jnp.float32) if weights_N is None else weights_N.astype(jnp.float32)
     w = jnp.pad(w, (0, pad)).reshape(-1, block)
+    vocab = table_VxD.shape[0]
+    table_pad = jnp.pad(table_VxD, ((0, (-vocab) % VOCAB_ALIGN), (0, 0)))  # zero rows
+    real_V = jnp.arange(table_pad.shape[0]) < vocab
 
     @jax.checkpoint
     def body(total, xs):
         h_blk, tgt_blk, w_blk = xs
-        logits = tied_logits(h_blk, table_VxD)
+        logits = jnp.where(real_V, tied_logits(h_blk, table_pad), -jnp.inf)
         lse = jax.nn.logsumexp(logits, axis=-1)
         valid = tgt_blk != IGNORE
         picked = jnp.take_along_axis(logits, jnp.where(valid, tgt_blk, 0)[:, None], axis=-1)[:, 0]
