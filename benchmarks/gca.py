@@ -50,8 +50,6 @@ KERNEL = "pallas"
 # in the main tile's program: all slower than the default.
 VARIANTS = {
     "default": GcaBlockConfig(),
-    "2 chunks/step": GcaBlockConfig(chunks_per_step=2),
-    "2 chunks/step stages3": GcaBlockConfig(chunks_per_step=2, num_stages=3, num_stages_bwd=3),
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
     "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
 }

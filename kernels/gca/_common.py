@@ -30,9 +30,6 @@ class GcaBlockConfig:
         choice, seed-spec §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
       use_cache_hints: L2 eviction hints on loads: keep what other programs re-read (memory
         chunks in the forward and dq kernels; q and dO in the dK/dV kernel), stream the rest.
-      chunks_per_step: retrieved chunks handled per iteration of the forward and dq kernels'
-        loop over K (the rest after the loop). Two independent chunks per step let the compiler
-        overlap one chunk's softmax with the other's matmuls.
     """
 
     block_q: int = 64
@@ -45,7 +42,6 @@ class GcaBlockConfig:
     num_stages_bwd: int = 2
     use_tf32_probs: bool = False
     use_cache_hints: bool = False
-    chunks_per_step: int = 1
 
     @classmethod
     def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
@@ -61,8 +57,6 @@ class GcaBlockConfig:
                 raise ValueError(f"GcaBlockConfig.{name}={size} must be a power of 2 >= 16")
         if slots % self.block_s_dkv:
             raise ValueError(f"GcaBlockConfig.block_s_dkv={self.block_s_dkv} must divide S={slots}")
-        if self.chunks_per_step < 1:
-            raise ValueError(f"GcaBlockConfig.chunks_per_step={self.chunks_per_step} must be >= 1")
         if self.block_q_dkv > self.block_q:
             raise ValueError(
                 f"GcaBlockConfig.block_q_dkv={self.block_q_dkv} must be <= block_q={self.block_q}"
@@ -131,21 +125,6 @@ def for_row_tile(tiles: RowTiles, t, body) -> None:
         pl.when(t < tiles.num_main)(lambda: body(t * tiles.block, tiles.block))
     # t * block, not a Python int: a static start past P - tail would fail the bounds check.
     pl.when(t == tiles.num_main)(lambda: body(t * tiles.block, tiles.tail))
-
-
-def loop_chunks(num_k: int, per_step: int, body, init):
-    """fori_loop(0, num_k, body, init), with ``per_step`` consecutive chunks per iteration."""
-    steps = num_k // per_step
-
-    def step(i, carry):
-        for j in range(per_step):
-            carry = body(i * per_step + j, carry)
-        return carry
-
-    carry = jax.lax.fori_loop(0, steps, step, init) if steps else init
-    for k in range(steps * per_step, num_k):
-        carry = body(k, carry)
-    return carry
 
 
 def evict(use_hints: bool, policy: str) -> dict:

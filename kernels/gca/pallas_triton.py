@@ -44,7 +44,6 @@ from kernels.gca._common import (
     dot,
     evict,
     for_row_tile,
-    loop_chunks,
     prob_dot,
     row_mask,
     row_tiles,
@@ -66,7 +65,6 @@ def _gca_fwd_kernel(
     rows,
     num_k,
     tiles,
-    per_step,
 ):
     """One (query chunk, row tile, head, batch): loops over the K retrieved chunks.
 
@@ -98,8 +96,8 @@ def _gca_fwd_kernel(
             coef_Q = w_ref[k].astype(jnp.float32) / l_Q
             return acc_Qxd + o_Qxd * coef_Q[:, None]
 
-        acc_Qxd = loop_chunks(
-            num_k, per_step, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+        acc_Qxd = jax.lax.fori_loop(
+            0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
         )
         plt.store(
             out_ref.at[pl.ds(q0, block_q), :], acc_Qxd.astype(out_ref.dtype), mask=mask_Q[:, None]
@@ -124,7 +122,6 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
         rows=p,
         num_k=k,
         tiles=tiles,
-        per_step=config.chunks_per_step,
     )
     q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nt, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))

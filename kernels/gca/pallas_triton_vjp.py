@@ -32,7 +32,6 @@ from kernels.gca._common import (
     dot,
     evict,
     for_row_tile,
-    loop_chunks,
     prob_dot,
     row_mask,
     row_tiles,
@@ -97,7 +96,6 @@ def _gca_bwd_dq_kernel(
     rows,
     num_k,
     tiles,
-    per_step,
 ):
     """One (query chunk, row tile, head, batch): dq and delta over the K retrieved chunks.
 
@@ -126,8 +124,8 @@ def _gca_bwd_dq_kernel(
             ds_QxS = (w_ref[k].astype(jnp.float32) * p_QxS) * (dp_QxS - delta_Q[:, None])
             return dq_Qxd + prob_dot(ds_QxS, k_Sxd, use_tf32=use_tf32)
 
-        dq_Qxd = loop_chunks(
-            num_k, per_step, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
+        dq_Qxd = jax.lax.fori_loop(
+            0, num_k, one_chunk, jnp.zeros((block_q, q_Qxd.shape[1]), jnp.float32)
         )
         plt.store(
             dq_ref.at[pl.ds(q0, block_q), :],
@@ -256,7 +254,6 @@ def backward_dq(
             rows=p,
             num_k=k,
             tiles=tiles,
-            per_step=config.chunks_per_step,
         ),
         grid=(c * nt, h, b),
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec, lse_spec, q_spec],

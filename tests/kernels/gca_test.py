@@ -148,22 +148,6 @@ def test_row_tilings_match_reference(rows, block_q, block_q_dkv):
         assert_close(g, rg, 1e-5, name)
 
 
-@pytest.mark.parametrize("k,per_step", [(3, 2), (1, 2), (8, 2), (5, 3)])
-def test_chunks_per_step_matches_reference(k, per_step):
-    """Chunks handled per loop step, with a remainder after the loop (K = 3, 5) or no loop."""
-    spec = Spec(B=1, C=3, P=65, H=2, Hkv=1, d=16, E=4, S=16, K=k)
-    q, keys, values, idx, w, dout = make_inputs(spec, jnp.float32, seed=10 * k + per_step)
-    config = GcaBlockConfig(block_s_dkv=16, chunks_per_step=per_step)
-    attend = lambda q, kk, v, w: gca_attention_pallas(
-        q, kk, v, idx, w, scale=0.25, interpret=True, config=config
-    )
-    out, pullback = jax.vjp(attend, q, keys, values, w)
-    ref_out, ref_grads = reference_f32(q, keys, values, idx, w, dout, scale=0.25)
-    assert_close(out, ref_out, 1e-5, "out")
-    for name, g, rg in zip(("dq", "dkeys", "dvalues", "dw"), pullback(dout), ref_grads):
-        assert_close(g, rg, 1e-5, name)
-
-
 def test_p65_gradient_of_row_64():
     """The original kernel never writes dq of query row 64 when P = 65 (seed-spec §2.5)."""
     spec = SPECS["k3_gqa_p65"]
@@ -339,7 +323,6 @@ def _lowered_text(fn, *args):
                 use_tf32_probs=True, use_cache_hints=True, block_s_dkv=32, block_q_dkv=32
             ),
         ),
-        (64, jnp.bfloat16, GcaBlockConfig(chunks_per_step=2)),
     ],
 )
 def test_cuda_lowering_forward_and_backward(p, dtype, config):
@@ -412,16 +395,10 @@ def test_shard_map_grad_equals_unsharded():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("per_step", [1, 2])
-def test_pallas_on_gpu_matches_reference(dtype, per_step):
+def test_pallas_on_gpu_matches_reference(dtype):
     spec = Spec(B=2, C=8, P=65, H=4, Hkv=2, d=64, E=8, S=64, K=8)
     q, keys, values, idx, w, dout = make_inputs(spec, dtype, seed=17)
-    config = GcaBlockConfig(chunks_per_step=per_step)
-    attend = lambda q, k, v, w: gca_attention_pallas(
-        q, k, v, idx, w, scale=0.125, interpret=False, config=config
-    )
-    out, pullback = jax.vjp(attend, q, keys, values, w)
-    grads = pullback(dout)
+    out, grads = fwd_and_vjp(q, keys, values, idx, w, dout, backend="pallas", scale=0.125)
     ref_out, ref_grads = reference_f32(q, keys, values, idx, w, dout, scale=0.125)
     tol = {jnp.float32: 1e-4, jnp.bfloat16: 2e-2}[dtype]
     assert_close(out, ref_out, tol, "out")
