@@ -156,21 +156,27 @@ def _fmt(row: dict) -> str:
 
 
 def _ratios(rows: list[dict]) -> list[str]:
-    ok = {(r["model"], r["T"]): r for r in rows if "tok_s" in r}
+    """DRT against SWA and full attention at each length, between rows of the same remat policy
+    (the first such row of each model: cases come in order of importance)."""
+    ok = {}
+    for r in rows:
+        if "tok_s" in r:
+            ok.setdefault((r["model"], r["T"], r["remat"]), r)
     lines = []
-    for t in sorted({r["T"] for r in rows}):
-        drt = ok.get(("drt", t))
-        if drt is None:
+    for model, t, remat in ok:
+        if model != "drt":
             continue
+        drt = ok[("drt", t, remat)]
         parts = []
-        if ("swa", t) in ok:
+        if ("swa", t, remat) in ok:
             # Per-token step-time ratio (batches may differ between cases).
-            ratio = ok[("swa", t)]["tok_s"] / drt["tok_s"]
+            ratio = ok[("swa", t, remat)]["tok_s"] / drt["tok_s"]
             parts.append(f"DRT step / SWA step (per token) = {ratio:.2f} (target <= 1.2)")
-        if ("full", t) in ok:
-            ratio = drt["tok_s"] / ok[("full", t)]["tok_s"]
+        if ("full", t, remat) in ok:
+            ratio = drt["tok_s"] / ok[("full", t, remat)]["tok_s"]
             parts.append(f"DRT tokens/s / full attention = {ratio:.2f}x")
-        lines.append(f"- T={t}: " + "; ".join(parts))
+        if parts:
+            lines.append(f"- T={t}, remat {remat}: " + "; ".join(parts))
     return lines
 
 

@@ -45,8 +45,9 @@ def blocked_cross_entropy(
     @jax.checkpoint
     def body(total, xs):
         h_blk, tgt_blk, w_blk = xs
-        logits = jnp.where(real_V, tied_logits(h_blk, table_pad), -jnp.inf)
-        lse = jax.nn.logsumexp(logits, axis=-1)
+        logits = tied_logits(h_blk, table_pad)
+        # The mask feeds only the reductions (so it fuses into them); targets are real columns.
+        lse = jax.nn.logsumexp(jnp.where(real_V, logits, -jnp.inf), axis=-1)
         valid = tgt_blk != IGNORE
         picked = jnp.take_along_axis(logits, jnp.where(valid, tgt_blk, 0)[:, None], axis=-1)[:, 0]
         return total + jnp.sum(jnp.where(valid, (lse - picked) * w_blk, 0.0)), None

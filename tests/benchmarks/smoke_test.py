@@ -25,3 +25,20 @@ def test_train_throughput_profile_smoke(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "**tiny_240_2_full** device kernel time" in printed
     assert "| tiny | 240 | 2 | full |" in printed
+
+
+def test_ratios_compare_rows_of_the_same_remat_policy():
+    """A later case with another remat policy or batch must not replace the primary one."""
+    rows = [
+        {"model": "drt", "T": 16, "remat": "full", "tok_s": 272.0},
+        {"model": "swa", "T": 16, "remat": "full", "tok_s": 321.0},
+        {"model": "full", "T": 16, "remat": "full", "tok_s": 136.0},
+        {"model": "drt", "T": 16, "remat": "dots", "tok_s": 263.0},
+        {"model": "drt", "T": 16, "remat": "full", "tok_s": 100.0},  # e.g. another batch size
+        {"model": "swa", "T": 16, "remat": "dots", "error": "failed"},
+    ]
+    lines = train_throughput._ratios(rows)
+    assert lines == [
+        "- T=16, remat full: DRT step / SWA step (per token) = 1.18 (target <= 1.2); "
+        "DRT tokens/s / full attention = 2.00x"
+    ]
