@@ -46,8 +46,8 @@ SHAPES = {
 KERNEL = "pallas"
 
 # Earlier runs (2026-11-29, docs/performance.md) also timed num_warps=8, block_q=32,
-# block_s_dkv=32, block_q_dkv=32, num_stages=1, an unrolled K loop and, at P = 65, the tail tile
-# in the main tile's program: all slower than the default.
+# block_s_dkv=32, block_q_dkv=32, num_stages=1, an unrolled K loop, two retrieved chunks per loop
+# step and, at P = 65, the tail tile in the main tile's program: all slower than the default.
 VARIANTS = {
     "default": GcaBlockConfig(),
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
