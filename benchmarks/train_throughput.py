@@ -61,6 +61,8 @@ def _length(name: str) -> int:
     return LENGTHS[name] if name in LENGTHS else int(name)
 
 
+# A case that fails (out of memory, a shape a kernel rejects, a backend without the op) is reported
+# in its own row, so one bad case does not cost the run the others.
 ERRORS = (jax.errors.JaxRuntimeError, ValueError, NotImplementedError)
 
 

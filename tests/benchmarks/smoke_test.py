@@ -23,6 +23,7 @@ def test_train_throughput_profile_smoke(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
+    assert list((tmp_path / "tiny_240_2_full").rglob("*.xplane.pb"))  # the two steps were traced
     assert "**tiny_240_2_full** device kernel time" in printed
     assert "| tiny | 240 | 2 | full |" in printed
 
