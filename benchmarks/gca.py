@@ -52,6 +52,7 @@ VARIANTS = {
     "default": GcaBlockConfig(),
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
     "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
+    "dkv_untransposed": GcaBlockConfig(dkv_transposed=False),
 }
 
 

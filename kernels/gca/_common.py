@@ -42,6 +42,7 @@ class GcaBlockConfig:
     num_stages_bwd: int = 2
     use_tf32_probs: bool = False
     use_cache_hints: bool = False
+    dkv_transposed: bool = True
 
     @classmethod
     def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
@@ -125,6 +126,25 @@ def for_row_tile(tiles: RowTiles, t, body) -> None:
         pl.when(t < tiles.num_main)(lambda: body(t * tiles.block, tiles.block))
     # t * block, not a Python int: a static start past P - tail would fail the bounds check.
     pl.when(t == tiles.num_main)(lambda: body(t * tiles.block, tiles.tail))
+
+
+def exp2(x: jax.Array, *, ftz: bool) -> jax.Array:
+    """exp2 of a float32 tile; with ftz, one ex2.approx.ftz.f32 instruction per element.
+
+    Triton lowers jnp.exp2 to ex2.approx.f32 without .ftz, which adds instructions around each
+    MUFU op to keep subnormal results; probabilities below 2**-126 are 0 for a softmax anyway.
+    Inline PTX only runs on the GPU: interpret mode passes ftz=False.
+    """
+    if not ftz:
+        return jnp.exp2(x)
+    [y] = plt.elementwise_inline_asm(
+        "ex2.approx.ftz.f32 $0, $1;",
+        args=[x],
+        constraints="=f,f",
+        pack=1,
+        result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, jnp.float32)],
+    )
+    return y
 
 
 def evict(use_hints: bool, policy: str) -> dict:

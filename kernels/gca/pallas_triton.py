@@ -43,6 +43,7 @@ from kernels.gca._common import (
     GcaBlockConfig,
     dot,
     evict,
+    exp2,
     for_row_tile,
     prob_dot,
     row_mask,
@@ -65,6 +66,7 @@ def _gca_fwd_kernel(
     rows,
     num_k,
     tiles,
+    ftz,
 ):
     """One (query chunk, row tile, head, batch): loops over the K retrieved chunks.
 
@@ -89,7 +91,7 @@ def _gca_fwd_kernel(
             s_QxS = dot(q_Qxd, k_Sxd, trans_b=True)
             # scale > 0, so the max commutes with it; exp2(s * c - m) is one FMA per score.
             m_Q = jnp.max(s_QxS, axis=1) * qk_scale
-            p_QxS = jnp.exp2(s_QxS * qk_scale - m_Q[:, None])
+            p_QxS = exp2(s_QxS * qk_scale - m_Q[:, None], ftz=ftz)
             l_Q = jnp.sum(p_QxS, axis=1)
             o_Qxd = prob_dot(p_QxS, v_Sxd, use_tf32=use_tf32)
             lse_ref[k, pl.ds(q0, block_q)] = m_Q + jnp.log2(l_Q)
@@ -122,6 +124,7 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
         rows=p,
         num_k=k,
         tiles=tiles,
+        ftz=not interpret,
     )
     q_spec = pl.BlockSpec((None, None, p, None, d), lambda i, hh, bb: (bb, i // nt, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
@@ -198,7 +201,7 @@ def gca_attention_pallas(
 
 
 def _gca_decode_kernel(
-    q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, use_tf32, rows, num_k, block_n
+    q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, use_tf32, rows, num_k, block_n, ftz
 ):
     """One (query tile, head, batch) of a decode step over K retrieved chunks.
 
@@ -214,7 +217,7 @@ def _gca_decode_kernel(
         v_Sxd = values_ref[k, :, :]
         s_NxS = dot(q_Nxd, k_Sxd, trans_b=True)
         m_N = jnp.max(s_NxS, axis=1) * qk_scale  # scale > 0 (checked by the public op).
-        p_NxS = jnp.exp2(s_NxS * qk_scale - m_N[:, None])
+        p_NxS = exp2(s_NxS * qk_scale - m_N[:, None], ftz=ftz)
         l_N = jnp.sum(p_NxS, axis=1)
         o_Nxd = prob_dot(p_NxS, v_Sxd, use_tf32=use_tf32)
         return acc_Nxd + o_Nxd * (w_ref[k].astype(jnp.float32) / l_N)[:, None]
@@ -251,6 +254,7 @@ def gca_decode_pallas(
         rows=n,
         num_k=k,
         block_n=bn,
+        ftz=not interpret,
     )
     q_spec = pl.BlockSpec((None, n, None, d), lambda i, hh, bb: (bb, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, k, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))

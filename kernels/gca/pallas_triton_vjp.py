@@ -31,6 +31,7 @@ from kernels.gca._common import (
     GcaBlockConfig,
     dot,
     evict,
+    exp2,
     for_row_tile,
     prob_dot,
     row_mask,
@@ -96,6 +97,7 @@ def _gca_bwd_dq_kernel(
     rows,
     num_k,
     tiles,
+    ftz,
 ):
     """One (query chunk, row tile, head, batch): dq and delta over the K retrieved chunks.
 
@@ -116,7 +118,7 @@ def _gca_bwd_dq_kernel(
             k_Sxd = plt.load(keys_ref.at[e, :, :], **evict(use_hints, "evict_last"))
             v_Sxd = plt.load(values_ref.at[e, :, :], **evict(use_hints, "evict_last"))
             lse_Q = lse_ref[k, pl.ds(q0, block_q)]
-            p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
+            p_QxS = exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None], ftz=ftz)
             dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
             # <dO, O_k> = <dO, P_k V> = rowsum(P_k * dO V^T): O_k = P_k V is never recomputed.
             delta_Q = jnp.sum(p_QxS * dp_QxS, axis=1)
@@ -159,6 +161,8 @@ def _gca_bwd_dkv_kernel(
     tiles,
     block_s,
     num_s_blocks,
+    ftz,
+    transposed,
 ):
     """One (memory row, slot tile, kv head, batch): dK/dV over the pairs that retrieved the row.
 
@@ -190,7 +194,17 @@ def _gca_bwd_dkv_kernel(
             )
             lse_Q = lse_ref[c, head, k, pl.ds(q0, block_q)]
             delta_Q = delta_ref[c, head, k, pl.ds(q0, block_q)]
-            p_QxS = jnp.exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None])
+            if transposed:
+                # Scores as S x Q (keys by rows): P^T and dS^T come out of their dots already
+                # transposed for dV += (w P)^T dO and dK += dS^T q, with no register transpose.
+                s_SxQ = dot(k_Sxd, q_Qxd, trans_b=True)
+                wp_SxQ = w * exp2(s_SxQ * qk_scale - lse_Q[None, :], ftz=ftz)
+                dv_Sxd = dv_Sxd + prob_dot(wp_SxQ, do_Qxd, use_tf32=use_tf32)
+                dp_SxQ = dot(v_Sxd, do_Qxd, trans_b=True)
+                ds_SxQ = wp_SxQ * (dp_SxQ - delta_Q[None, :])
+                dk_Sxd = dk_Sxd + prob_dot(ds_SxQ, q_Qxd, use_tf32=use_tf32)
+                return dk_Sxd, dv_Sxd
+            p_QxS = exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None], ftz=ftz)
             dv_Sxd = dv_Sxd + prob_dot(w * p_QxS, do_Qxd, use_tf32=use_tf32, trans_a=True)
             dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
             ds_QxS = (w * p_QxS) * (dp_QxS - delta_Q[:, None])
@@ -254,6 +268,7 @@ def backward_dq(
             rows=p,
             num_k=k,
             tiles=tiles,
+            ftz=not interpret,
         ),
         grid=(c * nt, h, b),
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec, lse_spec, q_spec],
@@ -299,6 +314,8 @@ def backward_dkv(
             tiles=tiles_kv,
             block_s=bs,
             num_s_blocks=ns,
+            ftz=not interpret,
+            transposed=config.dkv_transposed,
         ),
         grid=(e * ns, hkv, b),  # Memory rows fastest: concurrent programs share q/dO of a batch.
         in_specs=[
