@@ -53,6 +53,9 @@ VARIANTS = {
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
     "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
     "dkv_untransposed": GcaBlockConfig(dkv_transposed=False),
+    "stages3_dkv_untransposed": GcaBlockConfig(
+        num_stages=3, num_stages_bwd=3, dkv_transposed=False
+    ),
 }
 
 
@@ -167,7 +170,16 @@ def check_correctness(shape: Shape, config) -> dict:
     return errs
 
 
+ROUNDS = 5
+
+
 def bench_shape(name: str, shape: Shape, variants: dict, ceil: dict) -> list[dict]:
+    """Times every variant and the XLA reference on one shape.
+
+    All programs are compiled first, then timed round-robin (ROUNDS rounds of every program);
+    each reported time is the median over rounds. Interleaving keeps slow drifts of the GPU
+    clock out of the ratios between variants.
+    """
     scale = shape.d**-0.5
     q, k, v, idx, w, do = make_inputs(shape, jnp.bfloat16, seed=0)
     b, c, h, d, kk, s, p = shape
@@ -175,32 +187,41 @@ def bench_shape(name: str, shape: Shape, variants: dict, ceil: dict) -> list[dic
     read_bytes = sum(x.nbytes for x in (q, k, v, idx, w))
     # What the kernel loads: q once, and per (chunk, head) its K retrieved K and V tiles.
     tile_bytes = q.nbytes + 2 * b * c * h * kk * s * d * k.dtype.itemsize
-    rows = []
-    xla_fwd = time_ms(fwd_fn("xla", scale), q, k, v, idx, w)
-    xla_fb_fn, xla_temp = compile_with_temp(fwdbwd_fn("xla", scale), q, k, v, idx, w, do)
-    xla_fb = time_ms(xla_fb_fn, q, k, v, idx, w, do, samples=7)
+    fwd_args, fb_args = (q, k, v, idx, w), (q, k, v, idx, w, do)
+    xla_fb_fn, xla_temp = compile_with_temp(fwdbwd_fn("xla", scale), *fb_args)
+    programs = {"xla": (fwd_fn("xla", scale), xla_fb_fn)}
+    rows = {}
     for vname, config in variants.items():
-        row = {"shape": name, "variant": vname, "xla_fwd_ms": xla_fwd, "xla_fwdbwd_ms": xla_fb}
-        row["xla_temp_over_q"] = xla_temp / q.nbytes
+        row = {"shape": name, "variant": vname, "xla_temp_over_q": xla_temp / q.nbytes}
+        rows[vname] = row
         try:
-            row["fwd_ms"] = time_ms(fwd_fn(KERNEL, scale, config), q, k, v, idx, w)
-            fb, temp = compile_with_temp(fwdbwd_fn(KERNEL, scale, config), q, k, v, idx, w, do)
-            row["fwdbwd_ms"] = time_ms(fb, q, k, v, idx, w, do)
+            fwd = fwd_fn(KERNEL, scale, config)
+            jax.block_until_ready(fwd(*fwd_args))
+            fb, temp = compile_with_temp(fwdbwd_fn(KERNEL, scale, config), *fb_args)
             row["temp_over_q"] = temp / q.nbytes
+            programs[vname] = (fwd, fb)
         # A benchmark reports a variant that fails to compile instead of stopping the run.
         except Exception as e:  # noqa: BLE001
             row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
-            rows.append(row)
             print(f"{name} {vname}: {row['error']}", file=sys.stderr)
+    times = {key: ([], []) for key in programs}
+    for _ in range(ROUNDS):
+        for key, (fwd, fb) in programs.items():
+            times[key][0].append(time_ms(fwd, *fwd_args, samples=5))
+            times[key][1].append(time_ms(fb, *fb_args, samples=3 if key == "xla" else 5))
+    xla_fwd, xla_fb = (statistics.median(t) for t in times["xla"])
+    for vname, row in rows.items():
+        row["xla_fwd_ms"], row["xla_fwdbwd_ms"] = xla_fwd, xla_fb
+        if "error" in row:
             continue
+        row["fwd_ms"], row["fwdbwd_ms"] = (statistics.median(t) for t in times[vname])
         row["fwd_TFLOPs"] = flops_fwd / (row["fwd_ms"] * 1e-3) / 1e12
         row["fwd_read_GBps"] = read_bytes / (row["fwd_ms"] * 1e-3) / 1e9
         row["fwd_read_pct_copy"] = 100 * row["fwd_read_GBps"] / ceil["copy_GBps"]
         row["fwd_tile_GBps"] = tile_bytes / (row["fwd_ms"] * 1e-3) / 1e9
         row["fwd_tile_pct_copy"] = 100 * row["fwd_tile_GBps"] / ceil["copy_GBps"]
-        rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-    return rows
+    return list(rows.values())
 
 
 def bench_breakdown(shape: Shape) -> dict:
@@ -311,9 +332,10 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="paper shape, default config only")
     parser.add_argument("--smoke", action="store_true", help="CPU plumbing check (interpret mode)")
     args = parser.parse_args(argv)
-    global KERNEL
+    global KERNEL, ROUNDS
     if args.smoke:
         KERNEL = "interpret"
+        ROUNDS = 1
         for name in SHAPES:
             SHAPES[name] = Shape(B=1, C=4, H=2, d=16, K=2, S=16, P=16)
         VARIANTS.clear()
