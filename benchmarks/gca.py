@@ -52,10 +52,6 @@ VARIANTS = {
     "default": GcaBlockConfig(),
     "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
     "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
-    "dkv_untransposed": GcaBlockConfig(dkv_transposed=False),
-    "stages3_dkv_untransposed": GcaBlockConfig(
-        num_stages=3, num_stages_bwd=3, dkv_transposed=False
-    ),
 }
 
 

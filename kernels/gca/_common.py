@@ -30,9 +30,6 @@ class GcaBlockConfig:
         choice, seed-spec §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
       use_cache_hints: L2 eviction hints on loads: keep what other programs re-read (memory
         chunks in the forward and dq kernels; q and dO in the dK/dV kernel), stream the rest.
-      dkv_transposed: the dK/dV kernel computes scores as slots x queries, so P^T and dS^T
-        come out of their dots in the layout that dV += (wP)^T dO and dK += dS^T q need.
-        False computes queries x slots and transposes P and dS in registers before those dots.
     """
 
     block_q: int = 64
@@ -45,7 +42,6 @@ class GcaBlockConfig:
     num_stages_bwd: int = 2
     use_tf32_probs: bool = False
     use_cache_hints: bool = False
-    dkv_transposed: bool = True
 
     @classmethod
     def default(cls, rows: int, slots: int) -> "GcaBlockConfig":

@@ -15,6 +15,8 @@ Contract (same as kernels/gca/reference.py):
   weighted sum are float32; probabilities and dS are cast to the input dtype before their dots
   (as the original kernel, seed-spec §2.2-2.3) unless GcaBlockConfig.use_tf32_probs. float32
   inputs multiply at IEEE precision (no TF32).
+- Softmax in base 2: on the GPU each exp2 is one ex2.approx.ftz.f32 (probabilities below
+  2**-126 of a row's largest flush to 0); interpret mode uses jnp.exp2.
 - Retrieved chunks are read BY INDEX inside the kernels: each program holds the whole memory of
   its (batch, kv head) as a pointer and loads row idx[b, c, k] itself. The gathered
   (B, C, K, S, H, d) tensor never exists, forward or backward.

@@ -11,7 +11,8 @@ Maths (seed-spec §2.3), per query chunk c, retrieved slot k (memory row e = idx
     dK_e += scale * dS_k^T q,  dV_e += w_k P_k^T dO   over every (c, k) with idx[c, k] = e
 
 The dq kernel runs over query tiles, like the forward, and writes dq and delta. The dK/dV kernel
-runs over (memory row, slot tile, kv head, batch) and walks the (c, k) pairs that retrieved its
+runs over (memory row, slot tile, kv head, batch), computes its scores slots-by-queries (so P^T
+and dS^T need no transpose before their dots) and walks the (c, k) pairs that retrieved its
 row, found through an inverse index built in XLA (a stable sort of the flattened idx). Pairs with
 w = 0 are sorted past the last row and never visited: they add exactly nothing to dK/dV, and this
 keeps padding slots (often all pointing at row 0) from piling onto one program. The walk order is
@@ -162,7 +163,6 @@ def _gca_bwd_dkv_kernel(
     block_s,
     num_s_blocks,
     ftz,
-    transposed,
 ):
     """One (memory row, slot tile, kv head, batch): dK/dV over the pairs that retrieved the row.
 
@@ -194,16 +194,15 @@ def _gca_bwd_dkv_kernel(
             )
             lse_Q = lse_ref[c, head, k, pl.ds(q0, block_q)]
             delta_Q = delta_ref[c, head, k, pl.ds(q0, block_q)]
-            if transposed:
-                # Scores as S x Q (keys by rows): P^T and dS^T come out of their dots already
-                # transposed for dV += (w P)^T dO and dK += dS^T q, with no register transpose.
-                s_SxQ = dot(k_Sxd, q_Qxd, trans_b=True)
-                wp_SxQ = w * exp2(s_SxQ * qk_scale - lse_Q[None, :], ftz=ftz)
-                dv_Sxd = dv_Sxd + prob_dot(wp_SxQ, do_Qxd, use_tf32=use_tf32)
-                dp_SxQ = dot(v_Sxd, do_Qxd, trans_b=True)
-                ds_SxQ = wp_SxQ * (dp_SxQ - delta_Q[None, :])
-                dk_Sxd = dk_Sxd + prob_dot(ds_SxQ, q_Qxd, use_tf32=use_tf32)
-                return dk_Sxd, dv_Sxd
+            # Scores as S x Q (slots by rows): P^T and dS^T come out of their dots already in
+            # the layout that dV += (w P)^T dO and dK += dS^T q take, with no register transpose.
+            s_SxQ = dot(k_Sxd, q_Qxd, trans_b=True)
+            wp_SxQ = w * exp2(s_SxQ * qk_scale - lse_Q[None, :], ftz=ftz)
+            dv_Sxd = dv_Sxd + prob_dot(wp_SxQ, do_Qxd, use_tf32=use_tf32)
+            dp_SxQ = dot(v_Sxd, do_Qxd, trans_b=True)
+            ds_SxQ = wp_SxQ * (dp_SxQ - delta_Q[None, :])
+            dk_Sxd = dk_Sxd + prob_dot(ds_SxQ, q_Qxd, use_tf32=use_tf32)
+            return dk_Sxd, dv_Sxd
             p_QxS = exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None], ftz=ftz)
             dv_Sxd = dv_Sxd + prob_dot(w * p_QxS, do_Qxd, use_tf32=use_tf32, trans_a=True)
             dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
@@ -315,7 +314,6 @@ def backward_dkv(
             block_s=bs,
             num_s_blocks=ns,
             ftz=not interpret,
-            transposed=config.dkv_transposed,
         ),
         grid=(e * ns, hkv, b),  # Memory rows fastest: concurrent programs share q/dO of a batch.
         in_specs=[

@@ -1,6 +1,5 @@
 """GCA kernels: interpret-mode Pallas vs the pure-jnp reference, lowering, sharding, determinism."""
 
-import dataclasses
 import functools
 import typing
 
@@ -136,13 +135,8 @@ def test_row_tiles(rows, block, expected):
 def test_row_tilings_match_reference(rows, block_q, block_q_dkv):
     spec = Spec(B=1, C=2, P=rows, H=2, Hkv=1, d=16, E=3, S=16, K=2)
     q, keys, values, idx, w, dout = make_inputs(spec, jnp.float32, seed=rows)
-    # Odd rows also take the cache hints and the dK/dV kernel's queries-by-rows layout.
     config = GcaBlockConfig(
-        block_q=block_q,
-        block_q_dkv=block_q_dkv,
-        block_s_dkv=16,
-        use_cache_hints=rows % 2 == 1,
-        dkv_transposed=rows % 2 == 0,
+        block_q=block_q, block_q_dkv=block_q_dkv, block_s_dkv=16, use_cache_hints=rows % 2 == 1
     )
     attend = lambda q, k, v, w: gca_attention_pallas(
         q, k, v, idx, w, scale=0.25, interpret=True, config=config
@@ -400,24 +394,11 @@ def test_shard_map_grad_equals_unsharded():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(
-    "dtype,dkv_transposed",
-    [(jnp.float32, True), (jnp.bfloat16, True), (jnp.float32, False), (jnp.bfloat16, False)],
-)
-def test_pallas_on_gpu_matches_reference(dtype, dkv_transposed):
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_pallas_on_gpu_matches_reference(dtype):
     spec = Spec(B=2, C=8, P=65, H=4, Hkv=2, d=64, E=8, S=64, K=8)
     q, keys, values, idx, w, dout = make_inputs(spec, dtype, seed=17)
-    config = dataclasses.replace(GcaBlockConfig.default(65, 64), dkv_transposed=dkv_transposed)
-    out, pullback = jax.vjp(
-        lambda q, k, v, w: gca_attention_pallas(
-            q, k, v, idx, w, scale=0.125, interpret=False, config=config
-        ),
-        q,
-        keys,
-        values,
-        w,
-    )
-    grads = pullback(dout)
+    out, grads = fwd_and_vjp(q, keys, values, idx, w, dout, backend="pallas", scale=0.125)
     ref_out, ref_grads = reference_f32(q, keys, values, idx, w, dout, scale=0.125)
     tol = {jnp.float32: 1e-4, jnp.bfloat16: 2e-2}[dtype]
     assert_close(out, ref_out, tol, "out")
