@@ -63,10 +63,10 @@ class GcaBlockConfig:
             )
 
 
-def dot(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False):
+def dot(a: jax.Array, b: jax.Array, *, trans_b: bool = False):
     """Triton dot, float32 accumulation; float32 inputs at IEEE precision (no TF32)."""
     precision = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
-    return plt.dot(a, b, trans_a=trans_a, trans_b=trans_b, precision=precision)
+    return plt.dot(a, b, trans_b=trans_b, precision=precision)
 
 
 def row_mask(start, block: int, rows: int) -> jax.Array:
@@ -74,15 +74,15 @@ def row_mask(start, block: int, rows: int) -> jax.Array:
     return start + jnp.arange(block, dtype=jnp.int32) < rows
 
 
-def prob_dot(p: jax.Array, x: jax.Array, *, use_tf32: bool, trans_a: bool = False):
-    """Product p @ x (or p.T @ x) of float32 probabilities or dS p with an input-dtype tile x.
+def prob_dot(p: jax.Array, x: jax.Array, *, use_tf32: bool):
+    """Product p @ x of float32 probabilities or dS p with an input-dtype tile x.
 
     By default p is cast to x's dtype first. With use_tf32 and a 16-bit x, p stays float32 and
     x is upcast; the product runs at TF32 precision (10-bit mantissa instead of bf16's 7).
     """
     if use_tf32 and x.dtype != jnp.float32:
-        return plt.dot(p, x.astype(jnp.float32), trans_a=trans_a, precision=jax.lax.Precision.HIGH)
-    return dot(p.astype(x.dtype), x, trans_a=trans_a)
+        return plt.dot(p, x.astype(jnp.float32), precision=jax.lax.Precision.HIGH)
+    return dot(p.astype(x.dtype), x)
 
 
 class RowTiles(typing.NamedTuple):

@@ -203,12 +203,6 @@ def _gca_bwd_dkv_kernel(
             ds_SxQ = wp_SxQ * (dp_SxQ - delta_Q[None, :])
             dk_Sxd = dk_Sxd + prob_dot(ds_SxQ, q_Qxd, use_tf32=use_tf32)
             return dk_Sxd, dv_Sxd
-            p_QxS = exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None], ftz=ftz)
-            dv_Sxd = dv_Sxd + prob_dot(w * p_QxS, do_Qxd, use_tf32=use_tf32, trans_a=True)
-            dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
-            ds_QxS = (w * p_QxS) * (dp_QxS - delta_Q[:, None])
-            dk_Sxd = dk_Sxd + prob_dot(ds_QxS, q_Qxd, use_tf32=use_tf32, trans_a=True)
-            return dk_Sxd, dv_Sxd
 
         def one_head(g, carry):
             head = kv_head * group + g
