@@ -48,7 +48,7 @@ def run_prefill(job: dict) -> dict:
     from gca_jax.inference import Engine
 
     model = _model(job["config"], job["overrides"])
-    s = model.cfg.chunk_len
+    s = model.cfg.retrieval.chunk_len
     # Whole segments only (one compiled shape fewer); 1M -> 1,048,320 tokens at S = 63.
     t = job["length"] // (s * job["segment_chunks"]) * (s * job["segment_chunks"])
     engine = Engine(model, segment_chunks=job["segment_chunks"], offload=job["offload"])
@@ -80,7 +80,7 @@ def run_check(job: dict) -> dict:
 
     model = _model(job["config"], job["overrides"])
     cfg = model.cfg
-    t = 128 * cfg.chunk_len
+    t = 128 * cfg.retrieval.chunk_len
     tokens = np.random.default_rng(1).integers(0, cfg.pad_id, (1, t)).astype(np.int32)
     pos = np.arange(t - 200, t)
     out = Engine(model, segment_chunks=32).prefill(tokens, logits_at=pos)
@@ -101,14 +101,14 @@ def run_decode(job: dict) -> dict:
     model = _model(job["config"], job["overrides"])
     cfg = model.cfg
     engine = Engine(model, segment_chunks=job["segment_chunks"])
-    chunks = job["length"] // cfg.chunk_len
+    chunks = job["length"] // cfg.retrieval.chunk_len
     b, steps = job["batch"], job["steps"]
-    carry = engine.empty_carry(b, chunks + steps // cfg.chunk_len + 2)
+    carry = engine.empty_carry(b, chunks + steps // cfg.retrieval.chunk_len + 2)
     carry.store.num_chunks = chunks  # synthetic memory: zero rows, same work per step
-    carry.num_positions = chunks * cfg.slots_per_chunk
+    carry.num_positions = chunks * cfg.retrieval.slots_per_chunk
     decoder = Decoder(engine, carry)
     ids = jnp.zeros((b,), jnp.int32)
-    for _ in range(cfg.chunk_len):  # warm-up: compiles the step and the chunk completion
+    for _ in range(cfg.retrieval.chunk_len):  # warm-up: compiles the step and the chunk completion
         decoder.feed(ids).block_until_ready()
     start = time.perf_counter()
     for _ in range(steps):

@@ -28,7 +28,8 @@ import numpy as np
 from benchmarks.profile_summary import format_summary, summarize
 from gca_jax import sharding as shard_lib
 from gca_jax.config import MeshConfig, load_config
-from gca_jax.training.metrics import flops_per_token, peak_flops
+from gca_jax.modeling import flops_per_token
+from gca_jax.training.metrics import peak_flops
 from gca_jax.training.optimizer import lr_schedule, make_optimizer
 from gca_jax.training.state import abstract_state, init_state
 from gca_jax.training.step import make_train_step

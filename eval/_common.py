@@ -14,14 +14,23 @@ def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--segment_chunks", type=int, default=None, help="default eval.segment_chunks")
     p.add_argument("--offload", action="store_true", help="chunk K/V in host memory")
     p.add_argument("--seed", type=int, default=0, help="init seed (no checkpoint) and sampling")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers extra model types); repeatable",
+    )
     return p
 
 
-def setup(args, *, full_forward_ok: bool = False):
-    """Logs versions, loads the model and builds the engine; returns (engine, cfg).
+def setup(args, *, needs: str | None = None):
+    """Logs versions, loads the model and builds its scorer; returns (scorer, cfg).
 
-    With ``full_forward_ok``, models without chunk memory (the sliding-window baseline) are
-    scored by ``FullForwardScorer`` (one forward per sequence) instead of DRT's engine.
+    The scorer comes from the model's registered capabilities
+    (``gca_jax.inference.make_scorer``): segmented prefill when the model has it, else one full
+    forward per sequence. ``needs`` names a capability the command requires (e.g. ``decode``);
+    a model without it is an error naming the model and the capability.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -30,23 +39,21 @@ def setup(args, *, full_forward_ok: bool = False):
     import flax
     import jax
 
-    from gca_jax.inference import Engine
+    from gca_jax.inference import make_scorer
     from gca_jax.inference.loading import load_for_eval
+    from gca_jax.modeling import load_plugins, require
 
     log = logging.getLogger("eval")
     log.info("jax %s, flax %s, devices %s", jax.__version__, flax.__version__, jax.devices())
+    load_plugins(args.plugin)
     model, cfg = load_for_eval(
         args.config, args.overrides, checkpoint=args.checkpoint, seed=args.seed
     )
     log.info("config: %s", cfg.to_dict())
-    if full_forward_ok and cfg.model.model_type != "drt":
-        from gca_jax.inference.full_forward import FullForwardScorer
-
-        if args.offload:
-            raise ValueError(f"--offload needs a DRT model, got {cfg.model.model_type!r}")
-        return FullForwardScorer(model), cfg
+    if needs is not None:
+        require(cfg.model, needs)
     chunks = args.segment_chunks or cfg.eval.segment_chunks
-    return Engine(model, segment_chunks=chunks, offload=args.offload), cfg
+    return make_scorer(model, segment_chunks=chunks, offload=args.offload), cfg
 
 
 def corpus_or_builtin(corpus: str | None, out_dir: str, tokenizer: str) -> str:
@@ -64,11 +71,9 @@ def corpus_or_builtin(corpus: str | None, out_dir: str, tokenizer: str) -> str:
 
 def run(main, argv=None) -> int:
     """Runs ``main(argv)``; user errors print one line and exit with status 2."""
-    from gca_jax.config import ConfigError
-
     try:
         main(argv)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # ConfigError, MissingCapabilityError included
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -22,7 +22,7 @@ def main(argv=None) -> None:
     from gca_jax.data import load_tokenizer
     from gca_jax.inference import generate
 
-    engine, cfg = _common.setup(args)
+    engine, cfg = _common.setup(args, needs="decode")
     tok = load_tokenizer(cfg.data.tokenizer)
     ids = tok.encode(args.prompt)
     if not ids:

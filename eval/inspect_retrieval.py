@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     from gca_jax.inference import evaluation as ev
     from gca_jax.inference import retrieval_view
 
-    engine, cfg = _common.setup(args)
+    engine, cfg = _common.setup(args, needs="retrieval")
     tok = load_tokenizer(cfg.data.tokenizer)
     ids = tok.encode(text)
     if not ids:

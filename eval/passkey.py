@@ -1,4 +1,4 @@
-"""Passkey retrieval accuracy vs context length (spec §6.5), with segmented prefill.
+"""Passkey retrieval accuracy vs context length (docs/spec.md §6.5), with segmented prefill.
 
 python -m eval.passkey --config configs/tiny.yaml --task single --lengths 1k,4k --samples 8 \
     --out runs/passkey [--checkpoint DIR] [--corpus DIR] [--offload] [key=value ...]
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
         samples *= len(lengths)
     if len(samples) != len(lengths) or min(samples) < 1:
         p.error(f"--samples {args.samples}: give one count >= 1, or one per length")
-    engine, cfg = _common.setup(args, full_forward_ok=True)
+    engine, cfg = _common.setup(args)
     os.makedirs(args.out, exist_ok=True)
     corpus = _common.corpus_or_builtin(args.corpus, args.out, cfg.data.tokenizer)
     tok = check_corpus_tokenizer(cfg, corpus)

@@ -1,4 +1,4 @@
-"""Perplexity over consecutive corpus windows, each from an empty memory (spec §6.7).
+"""Perplexity over consecutive corpus windows, each from an empty memory (docs/spec.md §6.7).
 
 python -m eval.ppl --config configs/tiny.yaml --lengths 240,960 --windows 8 --out runs/ppl \
     [--checkpoint DIR] [--corpus DIR] [--batch 1] [--offload] [key=value ...]
@@ -29,7 +29,7 @@ def main(argv=None) -> None:
     from gca_jax.inference import evaluation as ev
     from gca_jax.inference.loading import check_corpus_tokenizer
 
-    engine, cfg = _common.setup(args, full_forward_ok=True)
+    engine, cfg = _common.setup(args)
     os.makedirs(args.out, exist_ok=True)
     corpus = _common.corpus_or_builtin(args.corpus, args.out, cfg.data.tokenizer)
     check_corpus_tokenizer(cfg, corpus)

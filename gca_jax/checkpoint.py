@@ -32,14 +32,24 @@ class DamagedCheckpointError(RuntimeError):
     """No checkpoint in the directory could be restored."""
 
 
-def _check_like(restored: Any, target: Any, step: int) -> None:
-    """Structure, shape and dtype of a restored pytree must equal the target's."""
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _check_like(restored: Any, target: Any, where: str) -> None:
+    """Structure, shape and dtype of a restored pytree must equal the target's.
+
+    Raises:
+      ValueError: naming ``where`` and the first leaf that differs.
+    """
     if jax.tree.structure(restored) != jax.tree.structure(target):
-        raise ValueError(f"checkpoint step {step}: tree structure differs from the train state")
-    for r, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True):
+        raise ValueError(f"{where}: the saved tree differs from the model's (another model?)")
+    paths = jax.tree_util.tree_leaves_with_path(target)
+    for r, (path, t) in zip(jax.tree.leaves(restored), paths, strict=True):
         if r.shape != t.shape or r.dtype != t.dtype:
             raise ValueError(
-                f"checkpoint step {step}: leaf {r.shape} {r.dtype} != expected {t.shape} {t.dtype}"
+                f"{where}: {_path_name(path)} is {r.shape} {r.dtype} in the checkpoint, the model "
+                f"expects {t.shape} {t.dtype} (another model config?)"
             )
 
 
@@ -98,7 +108,7 @@ class Checkpointer:
                 items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
             try:
                 restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
-                _check_like(restored["state"], abstract_state, step)
+                _check_like(restored["state"], abstract_state, f"checkpoint step {step}")
             except RESTORE_ERRORS as e:
                 older = [s for s in steps if s < step]
                 logger.warning(
@@ -146,8 +156,12 @@ class Checkpointer:
         self._mngr.close()
 
 
-def resolve_step_dir(path: str) -> str:
+def resolve_step_dir(path: str, *, flag: str = "--checkpoint") -> str:
     """A checkpoint step directory from a step dir, a checkpoint root or a run output dir.
+
+    Args:
+      path: what the user passed.
+      flag: the command-line flag that passed it, named in the error.
 
     Raises:
       FileNotFoundError: nothing restorable at ``path``.
@@ -162,19 +176,48 @@ def resolve_step_dir(path: str) -> str:
             if steps:
                 return os.path.join(root, str(max(steps)))
     raise FileNotFoundError(
-        f"--init_from {path}: no checkpoint found (expected <dir>/<step>/state, a checkpoint "
+        f"{flag} {path}: no checkpoint found (expected <dir>/<step>/state, a checkpoint "
         "root or a run output directory)"
     )
 
 
-def restore_params(path: str, abstract_state: Any) -> Any:
-    """Weights only (for fine-tuning): restores the state at ``path`` and returns its params."""
-    step_dir = resolve_step_dir(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        state = ckptr.restore(os.path.join(step_dir, "state"), abstract_state)
-    _check_like(state.params, abstract_state.params, -1)
-    logger.info("initialised parameters from %s", step_dir)
-    return state.params
+def restore_params(path: str, abstract_params: Any, *, flag: str) -> Any:
+    """The parameters of a training checkpoint, read into an abstract (sharded) target.
+
+    The one restore path for weights: fine-tuning (``--init_from``) and every evaluation
+    command (``--checkpoint``) use it. Only the ``params`` subtree of the saved TrainState is
+    read (partial restore: the optimiser state is neither read nor needed), then checked leaf by
+    leaf for structure, shape and dtype before the caller puts it into the model.
+
+    Args:
+      path: a checkpoint step directory, checkpoint root or run output directory.
+      abstract_params: the model's parameter tree (pure dict) of ``jax.ShapeDtypeStruct`` with
+        shardings.
+      flag: the command-line flag that gave ``path``, named in every error.
+
+    Returns:
+      The parameters, laid out as ``abstract_params``.
+
+    Raises:
+      FileNotFoundError: no checkpoint at ``path``.
+      ValueError: the saved parameters do not fit the model (another architecture).
+    """
+    step_dir = resolve_step_dir(path, flag=flag)
+    where = f"{flag} {step_dir}"
+    target = {"params": abstract_params}
+    args = ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+    )
+    try:
+        with ocp.PyTreeCheckpointer() as ckptr:
+            params = ckptr.restore(os.path.join(step_dir, "state"), args=args)["params"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{where}: the saved parameters do not fit the model ({e})") from e
+    _check_like(params, abstract_params, where)
+    logger.info("parameters restored from %s", step_dir)
+    return params
 
 
 def read_config(step_dir: str) -> dict:

@@ -1,15 +1,21 @@
 """Typed, frozen experiment configs: YAML files set values, ``key=value`` overrides adjust them.
 
 One schema for every run. A YAML file has up to five sections (``model``, ``data``, ``train``,
-``eval``, ``mesh``); an override is ``section.key=value`` or a bare ``key=value`` when the key
-names exactly one field across sections. Every value is type-checked, unknown keys are errors
-that suggest the closest valid key, and cross-field rules are checked at load time, so a bad
-config fails before any compilation.
+``eval``, ``mesh``); a section may hold subsections (``model.retrieval``, the fields of one model
+family). An override is ``section.key=value`` (``model.retrieval.top_k=4``) or a bare
+``key=value`` when the key names exactly one field. Every value is type-checked, unknown keys are
+errors that suggest the closest valid key, keys of the old flat layout name their new place, and
+cross-field rules are checked at load time, so a bad config fails before any compilation.
 
-Glossary of shape letters (docs/architecture.md): S = ``chunk_len`` raw tokens per chunk,
-P = S + 1 slots per chunk (the landmark is slot S), K = ``chunk_topk``, W = ``window``,
-D = ``hidden_size``, H = ``num_heads``, Hkv = ``num_kv_heads``, d = D / H, F = ``mlp_hidden``,
-V = ``vocab_size``, T = ``data.seq_len`` raw tokens, C = T / S chunks.
+Model families: fields that only one family reads live in its own subsection of ``model``
+(``RetrievalConfig`` for DRT). A subsection that the chosen ``model_type`` reads is filled with
+its defaults when absent; one it does not read is an error. The valid ``model_type`` values are
+those of the model registry (``gca_jax.modeling.registry``), checked when a model is built.
+
+Glossary of shape letters (docs/architecture.md): S = ``retrieval.chunk_len`` raw tokens per
+chunk, P = S + 1 slots per chunk (the landmark is slot S), K = ``retrieval.top_k``,
+W = ``window``, D = ``hidden_size``, H = ``num_heads``, Hkv = ``num_kv_heads``, d = D / H,
+F = ``mlp_hidden``, V = ``vocab_size``, T = ``data.seq_len`` raw tokens, C = T / S chunks.
 """
 
 import dataclasses
@@ -17,13 +23,15 @@ import difflib
 import pathlib
 import types
 import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-MODEL_TYPES = ("drt", "swa_lm")
-KERNEL_BACKENDS = ("auto", "xla", "pallas", "interpret")
-REMAT_POLICIES = ("none", "full", "dots")
+from kernels import BackendOrAuto
+
+RematPolicy = Literal["none", "full", "dots"]  # per-layer rematerialisation (modeling/stack.py)
+ComputeDtype = Literal["bfloat16", "float32"]
+NiahTask = Literal["single", "multi", "multihop"]
 
 
 class ConfigError(ValueError):
@@ -31,51 +39,84 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """Architecture of DRT (spec §1) or of the sliding-window baseline."""
+class RetrievalConfig:
+    """``model.retrieval``: DRT's chunking, chunk encoder and retrieval (docs/spec.md §1.6-1.8)."""
 
-    model_type: str = "drt"  # "drt" or "swa_lm" (the BaseLM baseline; window -1 = full attention)
+    model_types: ClassVar[tuple[str, ...]] = ("drt",)  # the model types that read this section
+
+    group_layers: tuple[int, ...] = (6,)  # upper layers per retrieval group; ret x2 = [3, 3]
+    chunk_len: int = 63  # S raw tokens per chunk (a landmark token follows each chunk)
+    top_k: int = 8  # K chunks retrieved per group
+    null_slot: bool = True  # zero the landmark K/V slot (off-by-one softmax) or drop it
+    encoder_layers: int = 2  # chunk-encoder depth
+    encoder_rms_norm_eps: float = 1e-6  # norms inside the chunk encoder (docs/spec.md §1.6)
+    rope_theta: float = 10000.0  # RoPE base of the chunk encoder
+
+    def __post_init__(self):
+        _check(
+            self,
+            "model.retrieval.group_layers",
+            len(self.group_layers) >= 1 and all(n >= 1 for n in self.group_layers),
+            "must be a non-empty list of positive layer counts, one per retrieval group, e.g. [6]",
+        )
+        _check(self, "model.retrieval.chunk_len", self.chunk_len >= 1, "must be >= 1")
+        _check(self, "model.retrieval.top_k", self.top_k >= 1, "must be >= 1")
+        _check(
+            self,
+            "model.retrieval.encoder_layers",
+            self.encoder_layers >= 1,
+            "must be >= 1 (DRT needs a chunk encoder)",
+        )
+
+    @property
+    def slots_per_chunk(self) -> int:
+        """P = S + 1: the chunk's raw tokens plus its landmark."""
+        return self.chunk_len + 1
+
+    @property
+    def memory_slots(self) -> int:
+        """P': K/V slots per memory chunk (landmark slot zeroed, or dropped; docs/spec.md §1.7)."""
+        return self.slots_per_chunk if self.null_slot else self.chunk_len
+
+    @property
+    def num_groups(self) -> int:
+        """G retrieval groups."""
+        return len(self.group_layers)
+
+
+# Family subsections of ModelConfig: field name -> section class. A new model family with fields
+# of its own adds its section class above and one field to ModelConfig.
+FAMILY_SECTIONS: dict[str, type] = {"retrieval": RetrievalConfig}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Architecture: the fields every language model reads, plus its family's subsection."""
+
+    model_type: str = "drt"  # a registered model type (gca_jax/modeling/registry.py)
     vocab_size: int = 50265  # V, including the special ids
     pad_id: int = 50257  # embedding row kept at zero; negative input ids map here
-    landmark_id: int = 50264  # the landmark token appended to every chunk
+    landmark_id: int = 50264  # the landmark token of the vocabulary (DRT appends it per chunk)
     hidden_size: int = 768  # D
     num_heads: int = 12  # H, for decoder, encoder and GCA
     num_kv_heads: int = 12  # Hkv of decoder self-attention
     mlp_hidden: int = 2048  # F, SwiGLU width
-    decoder_layers: tuple[int, ...] = (6, 6)  # [lower, group 1, ...]; swa_lm uses their sum
-    encoder_layers: int = 2  # chunk-encoder depth
-    chunk_len: int = 63  # S raw tokens per chunk
-    chunk_topk: int = 8  # K chunks retrieved per group
+    num_layers: int = 12  # decoder layers in total (DRT: lower layers + every group's layers)
     window: int = 512  # W: keys j with 0 <= i - j <= W are visible; -1 = full causal attention
-    gca_null_slot: bool = True  # zero the landmark K/V slot (off-by-one softmax) or drop it
     rms_norm_eps: float = 1e-5  # decoder, encoder pre-norm, final and landmark norms
-    encoder_rms_norm_eps: float = 1e-6  # norms inside the chunk encoder (spec §1.6)
-    rope_theta: float = 10000.0  # RoPE base of the chunk encoder
     init_std: float = 0.02  # N(0, std) init of every weight matrix and the embedding
-    dtype: str = "bfloat16"  # compute dtype of matmuls
-    param_dtype: str = "float32"  # storage dtype of parameters
-    kernel_backend: str = "auto"  # "auto" | "xla" | "pallas" | "interpret" for attention kernels
-    remat: str = "full"  # per-layer rematerialisation: "none" | "full" | "dots"
+    dtype: ComputeDtype = "bfloat16"  # compute dtype of matmuls
+    param_dtype: ComputeDtype = "float32"  # storage dtype of parameters
+    kernel_backend: BackendOrAuto = "auto"  # attention kernels (kernels/_backend.py)
+    remat: RematPolicy = "full"  # per-layer rematerialisation
     loss_block: int = 4096  # tokens per block of the chunked cross-entropy
+    retrieval: RetrievalConfig | None = None  # DRT only; filled with defaults when absent
 
     def __post_init__(self):
-        _check_choice("model.model_type", self.model_type, MODEL_TYPES)
-        _check_choice("model.kernel_backend", self.kernel_backend, KERNEL_BACKENDS)
-        _check_choice("model.remat", self.remat, REMAT_POLICIES)
-        _check_choice("model.dtype", self.dtype, ("bfloat16", "float32"))
-        _check_choice("model.param_dtype", self.param_dtype, ("float32", "bfloat16"))
-        for key in (
-            "vocab_size",
-            "hidden_size",
-            "num_heads",
-            "num_kv_heads",
-            "mlp_hidden",
-            "chunk_len",
-            "loss_block",
-        ):
+        for key in ("vocab_size", "hidden_size", "num_heads", "num_kv_heads", "mlp_hidden"):
             _check(self, f"model.{key}", getattr(self, key) >= 1, "must be >= 1")
-        _check(self, "model.chunk_topk", self.chunk_topk >= 1, "must be >= 1")
-        _check(self, "model.encoder_layers", self.encoder_layers >= 0, "must be >= 0")
+        _check(self, "model.num_layers", self.num_layers >= 1, "must be >= 1")
+        _check(self, "model.loss_block", self.loss_block >= 1, "must be >= 1")
         _check(
             self,
             "model.window",
@@ -94,63 +135,46 @@ class ModelConfig:
             self.num_heads % self.num_kv_heads == 0,
             f"must divide num_heads={self.num_heads}",
         )
-        _check(
-            self,
-            "model.pad_id",
-            0 <= self.pad_id < self.vocab_size,
-            f"must be in [0, {self.vocab_size})",
-        )
-        _check(
-            self,
-            "model.landmark_id",
-            0 <= self.landmark_id < self.vocab_size,
-            f"must be in [0, {self.vocab_size})",
-        )
-        layers = self.decoder_layers
-        _check(
-            self,
-            "model.decoder_layers",
-            len(layers) >= 1 and all(n >= 1 for n in layers),
-            "must be a non-empty list of positive layer counts, e.g. [6, 6]",
-        )
-        if self.model_type == "drt":
+        for key in ("pad_id", "landmark_id"):
             _check(
                 self,
-                "model.decoder_layers",
-                len(layers) >= 2,
-                "DRT needs [lower, group1, ...]: at least one retrieval group, e.g. [6, 6]",
+                f"model.{key}",
+                0 <= getattr(self, key) < self.vocab_size,
+                f"must be in [0, {self.vocab_size})",
             )
+        self._resolve_family_sections()
+        if self.retrieval is not None:
+            upper = sum(self.retrieval.group_layers)
             _check(
                 self,
-                "model.encoder_layers",
-                self.encoder_layers >= 1,
-                "DRT needs a chunk encoder (>= 1)",
+                "model.num_layers",
+                self.num_layers > upper,
+                f"must exceed the upper layers sum(model.retrieval.group_layers)={upper}: "
+                "DRT needs at least one lower layer",
             )
+
+    def _resolve_family_sections(self) -> None:
+        """Fills the section this model type reads with defaults; rejects the others."""
+        for name, cls in FAMILY_SECTIONS.items():
+            value = getattr(self, name)
+            if self.model_type in cls.model_types:
+                if value is None:
+                    object.__setattr__(self, name, cls())
+            elif value is not None:
+                raise ConfigError(
+                    f"config error: model.{name} is set, but model_type={self.model_type!r} does "
+                    f"not read it (it belongs to model_type {list(cls.model_types)}); remove it"
+                )
 
     @property
     def head_dim(self) -> int:
-        """D."""
+        """D = D / H."""
         return self.hidden_size // self.num_heads
 
     @property
-    def slots_per_chunk(self) -> int:
-        """P = S + 1: the chunk's raw tokens plus its landmark."""
-        return self.chunk_len + 1
-
-    @property
-    def memory_slots(self) -> int:
-        """P': K/V slots per memory chunk (landmark slot zeroed, or dropped; spec §1.7)."""
-        return self.slots_per_chunk if self.gca_null_slot else self.chunk_len
-
-    @property
-    def num_groups(self) -> int:
-        """G retrieval groups."""
-        return len(self.decoder_layers) - 1 if self.model_type == "drt" else 0
-
-    @property
-    def num_layers(self) -> int:
-        """Decoder layers in total (lower plus upper)."""
-        return sum(self.decoder_layers)
+    def token_multiple(self) -> int:
+        """Raw input lengths must be a multiple of this: S for chunked models, else 1."""
+        return self.retrieval.chunk_len if self.retrieval is not None else 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -160,12 +184,13 @@ class DataConfig:
     corpus_dir: str | None = None  # prepared corpus (train.prepare); null = built-in demo corpus
     eval_corpus_dir: str | None = None  # held-out corpus for periodic eval; null = none
     tokenizer: str = "bytes"  # "bytes" or a path to a tokenizer.json
-    seq_len: int = 16380  # T raw tokens per training sequence (a multiple of chunk_len)
+    seq_len: int = 16380  # T raw tokens per training sequence (a multiple of the model's S)
     batch_size: int = 4  # global batch of sequences per optimiser step
     align_to_doc_start: bool = False  # start training windows at document starts
     niah_fraction: float = 0.0  # fraction of training samples turned into NIAH tasks
-    niah_task: str = "single"  # "single" | "multi" | "multihop" for niah_fraction > 0
-    answer_weight: float = 1.0  # loss weight of NIAH answer tokens (1 = plain LM loss, spec §6.6)
+    niah_task: NiahTask = "single"  # NIAH task kind for niah_fraction > 0
+    niah_chunk_len: int | None = None  # NIAH alignment unit; null = the model's S (DRT)
+    answer_weight: float = 1.0  # loss weight of NIAH answer tokens (1 = plain LM loss)
     num_workers: int = 0  # grain worker processes (0 = in-process)
     seed: int = 404  # data order and task sampling
 
@@ -173,14 +198,15 @@ class DataConfig:
         _check(self, "data.seq_len", self.seq_len >= 1, "must be >= 1")
         _check(self, "data.batch_size", self.batch_size >= 1, "must be >= 1")
         _check(self, "data.niah_fraction", 0.0 <= self.niah_fraction <= 1.0, "must be in [0, 1]")
-        _check_choice("data.niah_task", self.niah_task, ("single", "multi", "multihop"))
+        if self.niah_chunk_len is not None:
+            _check(self, "data.niah_chunk_len", self.niah_chunk_len >= 1, "must be >= 1")
         _check(self, "data.answer_weight", self.answer_weight > 0, "must be > 0")
         _check(self, "data.num_workers", self.num_workers >= 0, "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TrainConfig:
-    """Optimiser, schedule and loop (spec §7)."""
+    """Optimiser, schedule and loop (docs/spec.md §7)."""
 
     steps: int = 60000  # optimiser steps
     lr: float = 2e-3  # peak learning rate
@@ -259,19 +285,31 @@ class Config:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def __post_init__(self):
-        s = self.model.chunk_len
+        s = self.model.token_multiple
         _check(
             self,
             "data.seq_len",
             self.data.seq_len % s == 0,
-            f"must be a multiple of model.chunk_len={s} (T = C * S)",
+            f"must be a multiple of model.retrieval.chunk_len={s} (T = C * S)",
         )
+        uses_niah = self.data.niah_fraction > 0 or self.eval.passkey_samples > 0
+        if uses_niah:
+            _check(
+                self,
+                "data.niah_chunk_len",
+                self.niah_chunk_len is not None,
+                f"must be set: model_type={self.model.model_type!r} has no chunk length to "
+                "align NIAH tasks to (DRT's is 63 or 64)",
+            )
+            c = self.niah_chunk_len
+            _check(self, "data.seq_len", self.data.seq_len % c == 0, f"must be a multiple of {c=}")
         if self.eval.passkey_samples:
+            c = self.niah_chunk_len
             _check(
                 self,
                 "eval.passkey_len",
-                self.eval.passkey_len % s == 0,
-                f"must be a multiple of model.chunk_len={s}",
+                self.eval.passkey_len % c == 0 and self.eval.passkey_len % s == 0,
+                f"must be a multiple of the NIAH chunk length {c} and the model's {s}",
             )
         _check(
             self,
@@ -280,15 +318,16 @@ class Config:
             f"must be divisible by train.grad_accum={self.train.grad_accum}",
         )
 
+    @property
+    def niah_chunk_len(self) -> int | None:
+        """Chunk length NIAH tasks align to: ``data.niah_chunk_len``, else the model's S."""
+        if self.data.niah_chunk_len is not None:
+            return self.data.niah_chunk_len
+        return self.model.retrieval.chunk_len if self.model.retrieval is not None else None
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written next to checkpoints."""
-        return {
-            name: {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(getattr(self, name)).items()
-            }
-            for name in SECTIONS
-        }
+        return {name: _as_plain(getattr(self, name)) for name in SECTIONS}
 
 
 SECTIONS: dict[str, type] = {
@@ -299,16 +338,33 @@ SECTIONS: dict[str, type] = {
     "mesh": MeshConfig,
 }
 
+# Keys of the flat model layout (before model families had sections) -> their new place.
+_MOVED_KEYS = {
+    "model.chunk_len": "model.retrieval.chunk_len",
+    "model.chunk_topk": "model.retrieval.top_k",
+    "model.gca_null_slot": "model.retrieval.null_slot",
+    "model.encoder_layers": "model.retrieval.encoder_layers",
+    "model.encoder_rms_norm_eps": "model.retrieval.encoder_rms_norm_eps",
+    "model.rope_theta": "model.retrieval.rope_theta",
+}
+
+
+def _as_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _as_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return list(obj) if isinstance(obj, tuple) else obj
+
 
 def _check(obj: Any, key: str, ok: bool, rule: str) -> None:
     """Raises a ConfigError naming ``key``, its value on ``obj`` and the broken ``rule``."""
     if ok:
         return
-    section = key.split(".")[0]
-    field = key.split(".", 1)[1] if "." in key else key
-    if isinstance(obj, Config) and section in SECTIONS:
-        obj = getattr(obj, section)
-    value = getattr(obj, field, None) if "." in key else None
+    parts = key.split(".")
+    value, target = None, obj
+    if isinstance(obj, Config) and parts[0] in SECTIONS:
+        target = getattr(obj, parts[0])
+    if len(parts) > 1:
+        value = getattr(target, parts[-1], None)
     shown = (
         f"{key}={list(value) if isinstance(value, tuple) else value!r}"
         if value is not None
@@ -317,18 +373,30 @@ def _check(obj: Any, key: str, ok: bool, rule: str) -> None:
     raise ConfigError(f"config error: {shown}: {rule}")
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"config error: {key}={value!r}: must be one of {list(choices)}")
-
-
 def _closest(key: str, candidates: list[str]) -> str:
     match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
+def _section_type(annotation: Any) -> type | None:
+    """The dataclass of a (possibly optional) subsection annotation, else None."""
+    if dataclasses.is_dataclass(annotation):
+        return annotation
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(annotation) if dataclasses.is_dataclass(a)]
+        return inner[0] if inner else None
+    return None
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Checks ``value`` against a field annotation; converts lists to tuples and ints to floats."""
+    section = _section_type(annotation)
+    if section is not None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ConfigError(f"config error: {key} must be a mapping of {section.__name__} keys")
+        return _build(key, section, value)
     origin = typing.get_origin(annotation)
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(annotation)
@@ -352,7 +420,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
     if origin is Literal:
         if value not in typing.get_args(annotation):
-            raise ConfigError(f"config error: {key}={value!r}: expected {annotation}")
+            raise ConfigError(
+                f"config error: {key}={value!r}: must be one of {list(typing.get_args(annotation))}"
+            )
         return value
     if annotation is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string.
@@ -383,37 +453,70 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _build_section(name: str, values: dict[str, Any]) -> Any:
-    cls = SECTIONS[name]
+def _moved_key_error(key: str, value: Any) -> ConfigError:
+    """The error for a key of the flat model layout, naming its new place."""
+    if key == "model.decoder_layers":
+        hint = "model.num_layers (all decoder layers) and model.retrieval.group_layers"
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+            hint = (
+                f"model.num_layers: {sum(value)} and, for DRT, model.retrieval.group_layers: "
+                f"{list(value[1:])}"
+            )
+        return ConfigError(f"config error: model.decoder_layers={value!r} moved: write {hint}")
+    return ConfigError(
+        f"config error: {key} moved to {_MOVED_KEYS[key]} (the model family's own section)"
+    )
+
+
+def _build(prefix: str, cls: type, values: dict[str, Any]) -> Any:
+    """Builds the dataclass ``cls`` of section ``prefix`` from a dict of its keys."""
     fields = _field_types(cls)
     kwargs = {}
     for key, value in values.items():
+        full = f"{prefix}.{key}"
+        if full in _MOVED_KEYS or full == "model.decoder_layers":
+            raise _moved_key_error(full, value)
         if key not in fields:
-            raise ConfigError(
-                f"config error: unknown key {name}.{key}{_closest(key, list(fields))}"
-            )
-        kwargs[key] = _coerce(f"{name}.{key}", value, fields[key])
+            raise ConfigError(f"config error: unknown key {full}{_closest(key, list(fields))}")
+        kwargs[key] = _coerce(full, value, fields[key])
     return cls(**kwargs)
 
 
-def _resolve_override_key(key: str) -> tuple[str, str]:
-    """Maps ``section.key`` or a bare, unambiguous ``key`` to (section, key)."""
+def _all_keys(prefix: str, cls: type) -> list[str]:
+    """Dotted keys of every leaf field of section ``cls`` (subsections expanded)."""
+    keys = []
+    for name, annotation in _field_types(cls).items():
+        section = _section_type(annotation)
+        if section is None:
+            keys.append(f"{prefix}.{name}")
+        else:
+            keys.extend(_all_keys(f"{prefix}.{name}", section))
+    return keys
+
+
+def _resolve_override_key(key: str) -> list[str]:
+    """Maps ``section.key[.key]`` or a bare, unambiguous ``key`` to its path of names."""
+    every = [k for s, cls in SECTIONS.items() for k in _all_keys(s, cls)]
     if "." in key:
-        section, field = key.split(".", 1)
+        section = key.split(".", 1)[0]
         if section not in SECTIONS:
             raise ConfigError(
                 f"config error: unknown section {section!r} in override {key!r}"
                 f"{_closest(section, list(SECTIONS))}"
             )
-        return section, field
-    owners = [s for s, cls in SECTIONS.items() if key in _field_types(cls)]
+        if key in _MOVED_KEYS or key == "model.decoder_layers":
+            return key.split(".")  # _build raises the moved-key error with the value.
+        return key.split(".")
+    owners = [k for k in every if k.rsplit(".", 1)[1] == key]
     if len(owners) == 1:
-        return owners[0], key
+        return owners[0].split(".")
     if len(owners) > 1:
         raise ConfigError(
-            f"config error: key {key!r} is ambiguous (in {owners}); write e.g. {owners[0]}.{key}"
+            f"config error: key {key!r} is ambiguous (in {owners}); write e.g. {owners[0]}"
         )
-    every = [f"{s}.{f}" for s, cls in SECTIONS.items() for f in _field_types(cls)]
+    moved = [k for k in _MOVED_KEYS if k.endswith(f".{key}")]
+    if moved or key == "decoder_layers":
+        return (moved[0] if moved else "model.decoder_layers").split(".")
     raise ConfigError(f"config error: unknown key {key!r}{_closest(key, every)}")
 
 
@@ -424,13 +527,29 @@ def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"config error: override {item!r} must look like key=value")
         key, raw = item.split("=", 1)
-        section, field = _resolve_override_key(key.strip())
+        path = _resolve_override_key(key.strip())
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"config error: cannot parse value of {key}: {raw!r}") from e
-        nested.setdefault(section, {})[field] = value
+        node = nested
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = value
     return nested
+
+
+def merge_raw(raw: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a YAML layout) with ``updates`` applied key by key, subsections merged."""
+    out = dict(raw)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_raw(out[key], value)
+        elif isinstance(value, dict) and out.get(key) is None:
+            out[key] = merge_raw({}, value)
+        else:
+            out[key] = value
+    return out
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
@@ -447,7 +566,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             values = {}
         if not isinstance(values, dict):
             raise ConfigError(f"config error: section {name!r} must be a mapping")
-        sections[name] = _build_section(name, values)
+        sections[name] = _build(name, SECTIONS[name], values)
     return Config(**sections)
 
 
@@ -456,7 +575,7 @@ def load_config(path: str | pathlib.Path | None, overrides: list[str] = ()) -> C
 
     Args:
       path: YAML file, or None for the defaults.
-      overrides: strings like ``model.window=256`` or ``lr=1e-3``.
+      overrides: strings like ``model.window=256``, ``model.retrieval.top_k=4`` or ``lr=1e-3``.
 
     Returns:
       The validated, frozen Config.
@@ -473,9 +592,4 @@ def load_config(path: str | pathlib.Path | None, overrides: list[str] = ()) -> C
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"config error: {path} must hold a mapping of sections")
-    for section, values in parse_overrides(list(overrides)).items():
-        raw.setdefault(section, {})
-        if raw[section] is None:
-            raw[section] = {}
-        raw[section].update(values)
-    return config_from_dict(raw)
+    return config_from_dict(merge_raw(raw, parse_overrides(list(overrides))))

@@ -26,7 +26,9 @@ from jax.sharding import PartitionSpec as P
 
 from gca_jax.config import MeshConfig
 from kernels.gca import gca_attention as _gca_attention
+from kernels.gca import gca_decode as _gca_decode
 from kernels.swa import sliding_window_attention as _sliding_window_attention
+from kernels.swa import sliding_window_decode as _sliding_window_decode
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +211,7 @@ def sliding_window_attention(q_BxTxHxd, k_BxTxHkvxd, v_BxTxHkvxd, *, window, ali
         mesh=mesh,
         in_specs=(x_spec, x_spec, x_spec, P(h)),
         out_specs=x_spec,
-        check_vma=False,  # needed around pallas_call (jax-stack.md §8)
+        check_vma=False,  # needed around pallas_call (docs/stack-notes.md §4)
     )(q_BxTxHxd, k_BxTxHkvxd, v_BxTxHkvxd, alibi_slopes)
 
 
@@ -228,5 +230,47 @@ def gca_attention(q_BxCxPxHxd, keys_BxExSxHkvxd, values_BxExSxHkvxd, idx_BxCxK, 
         mesh=mesh,
         in_specs=(x_spec, x_spec, x_spec, r_spec, r_spec),
         out_specs=x_spec,
-        check_vma=False,  # needed around pallas_call (jax-stack.md §8)
+        check_vma=False,  # needed around pallas_call (docs/stack-notes.md §4)
     )(*args)
+
+
+def gca_decode(q_BxNxHxd, keys_BxKxSxHkvxd, values_BxKxSxHkvxd, w_BxK, *, scale, backend):
+    """``kernels.gca.gca_decode`` under shard_map (batch and heads split, no collectives)."""
+    kw = dict(scale=scale, backend=backend)
+    plan = _kernel_mesh(q_BxNxHxd.shape[0], (q_BxNxHxd.shape[2], keys_BxKxSxHkvxd.shape[3]))
+    args = (q_BxNxHxd, keys_BxKxSxHkvxd, values_BxKxSxHkvxd, w_BxK)
+    if plan is None:
+        return _gca_decode(*args, **kw)
+    mesh, b, h = plan
+    q_spec, kv_spec = P(b, None, h, None), P(b, None, None, h, None)
+    return jax.shard_map(
+        lambda *a: _gca_decode(*a, **kw),
+        mesh=mesh,
+        in_specs=(q_spec, kv_spec, kv_spec, P(b, None)),
+        out_specs=q_spec,
+        check_vma=False,  # needed around pallas_call (docs/stack-notes.md §4)
+    )(*args)
+
+
+def sliding_window_decode(
+    q_BxHxd, k_BxNxHkvxd, v_BxNxHkvxd, key_pos_BxN, q_pos_B, *, window, alibi_slopes
+):
+    """``kernels.swa.sliding_window_decode`` under shard_map (batch and heads split)."""
+    kw = dict(window=window)
+    plan = _kernel_mesh(q_BxHxd.shape[0], (q_BxHxd.shape[1], k_BxNxHkvxd.shape[2]))
+    args = (q_BxHxd, k_BxNxHkvxd, v_BxNxHkvxd, key_pos_BxN, q_pos_B)
+    if plan is None:
+        return _sliding_window_decode(*args, alibi_slopes=alibi_slopes, **kw)
+    mesh, b, h = plan
+    kv_spec = P(b, None, h, None)
+
+    def local(q, k, v, key_pos, q_pos, slopes):
+        return _sliding_window_decode(q, k, v, key_pos, q_pos, alibi_slopes=slopes, **kw)
+
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(b, h, None), kv_spec, kv_spec, P(b, None), P(b), P(h)),
+        out_specs=P(b, h, None),
+        check_vma=False,
+    )(*args, alibi_slopes)

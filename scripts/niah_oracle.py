@@ -6,12 +6,12 @@ Trains the config's model on single-needle samples (every sample a task) with gr
 retrieval replaced by an oracle: every row after the needle's chunk retrieves the chunk that
 holds the first passkey token with weight 1 (the other slots weight 0). The retriever is taken out
 of the loop, so this isolates the GCA value path and the upper layers. Prints the training loss
-and the passkey accuracy (single-token argmax, spec §6.5) on held-out samples, with the oracle,
-every --eval_every steps. With --no_oracle the same loop runs with the model's own retrieval.
+and the passkey accuracy (single-token argmax, docs/spec.md §6.5) on held-out samples, with the
+oracle, every --eval_every steps. With --no_oracle the same loop runs with the model's own
+retrieval.
 """
 
 import argparse
-import contextlib
 import time
 
 import jax
@@ -26,22 +26,13 @@ def _needle_chunks(samples, chunk_len: int) -> np.ndarray:
     return np.asarray([passkey_position(s) // chunk_len for s in samples], np.int32)
 
 
-@contextlib.contextmanager
-def _oracle_retrieval(model_cls, needle_B):
-    """Patches ``model_cls.retrieve`` so that group 0 retrieves ``needle_B`` with weight 1."""
+def _oracle(needle_B):
+    """Retrieval override: group 0 retrieves ``needle_B`` with weight 1 (None = own retrieval)."""
     from gca_jax.modeling.retrieval import force_rows
 
-    original = model_cls.retrieve
-
-    def retrieve(self, group, h, memory, row_ids_C, gumbel_key):
-        rows = original(self, group, h, memory, row_ids_C, gumbel_key)
-        return rows if group or needle_B is None else force_rows(rows, needle_B, row_ids_C)
-
-    model_cls.retrieve = retrieve
-    try:
-        yield
-    finally:
-        model_cls.retrieve = original
+    if needle_B is None:
+        return None
+    return lambda group, rows, row_ids_C: rows if group else force_rows(rows, needle_B, row_ids_C)
 
 
 def main() -> None:
@@ -66,9 +57,9 @@ def main() -> None:
     cfg = load_config(args.config, [])
     m, d = cfg.model, cfg.data
     model = build_model(m, rngs=nnx.Rngs(cfg.train.seed))
-    cls = type(model)
     tok = load_tokenizer(d.tokenizer)
-    common = dict(task="single", seq_len=d.seq_len, chunk_size=m.chunk_len)
+    chunk_len = m.retrieval.chunk_len
+    common = dict(task="single", seq_len=d.seq_len, chunk_size=chunk_len)
     train_src = NiahSource(
         d.corpus_dir, tok, seed=0, num_samples=args.steps * d.batch_size, **common
     )
@@ -89,22 +80,21 @@ def main() -> None:
     def batch(src, lo, hi):
         samples = [src[i] for i in range(lo, hi)]
         toks = np.stack([np.where(s["loss_mask"], s["tokens"], -1) for s in samples])
-        needle = None if args.no_oracle else _needle_chunks(samples, m.chunk_len)
+        needle = None if args.no_oracle else _needle_chunks(samples, chunk_len)
         return samples, jnp.asarray(toks, jnp.int32), needle
 
     @nnx.jit
     def train_step(model, opt, tokens, needle, key):
-        with _oracle_retrieval(cls, needle):
-            loss, grads = nnx.value_and_grad(lambda mm: mm.loss(tokens, gumbel_key=key)[0])(model)
+        def loss_fn(mm):
+            return mm.loss(tokens, gumbel_key=key, retrieval_override=_oracle(needle))[0]
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
         opt.update(model, grads)
         return loss
 
     @nnx.jit
     def predict(model, tokens, needle, pos):
-        with _oracle_retrieval(cls, needle):
-            h, _ = model.hidden_states(tokens)
-        b = tokens.shape[0]
-        h = h[:, :, : m.chunk_len].reshape(b, tokens.shape[1], -1)
+        h, _ = model.hidden_states(tokens, retrieval_override=_oracle(needle))
         h_at = jnp.take_along_axis(h, pos[:, None, None], axis=1)[:, 0]
         return jnp.argmax(h_at @ model.embed.table[...].T.astype(h_at.dtype), axis=-1)
 

@@ -36,7 +36,7 @@ def main() -> None:
 
     model, cfg = load_for_eval(None, checkpoint=args.checkpoint)
     tok = load_tokenizer(cfg.data.tokenizer)
-    s, p_slots = cfg.model.chunk_len, cfg.model.slots_per_chunk
+    s, p_slots = cfg.model.retrieval.chunk_len, cfg.model.retrieval.slots_per_chunk
     source = NiahSource(
         args.corpus, tok, task="single", seq_len=args.seq_len, chunk_size=s, seed=args.seed,
         num_samples=args.samples,

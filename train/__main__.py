@@ -18,6 +18,13 @@ def _parse(argv):
     p.add_argument("--init_from", default=None, help="checkpoint whose weights start the run")
     p.add_argument("--fresh", action="store_true", help="delete this run's checkpoints first")
     p.add_argument("--seed", type=int, default=None, help="shorthand for train.seed=N")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers extra model types); repeatable",
+    )
     return p.parse_args(argv)
 
 
@@ -30,15 +37,17 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes.
     from absl import flags
 
-    flags.FLAGS.mark_as_parsed()  # grain reads absl flags (jax-stack.md §5)
+    flags.FLAGS.mark_as_parsed()  # grain reads absl flags (docs/stack-notes.md §3)
     from gca_jax.config import ConfigError, load_config
+    from gca_jax.modeling import check_config, load_plugins
 
     overrides = list(args.overrides) + (
         [f"train.seed={args.seed}"] if args.seed is not None else []
     )
     try:
-        cfg = load_config(args.config, overrides)
-    except (ConfigError, FileNotFoundError) as e:
+        load_plugins(args.plugin)
+        cfg = check_config(load_config(args.config, overrides))
+    except (ValueError, FileNotFoundError) as e:  # ConfigError included
         print(f"error: {e}", file=sys.stderr)
         return 2
     from tqdm import tqdm

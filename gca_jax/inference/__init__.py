@@ -1,12 +1,14 @@
-"""Long-context inference for DRT: chunk memory (device or host), segmented prefill, decoding.
+"""Long-context inference: chunk memory (device or host), segmented prefill, decoding, scorers.
 
 See docs/inference.md for the design and the two fixes over the original's inference path.
 """
 
 from gca_jax.inference.decode import Decoder, DecodeState
 from gca_jax.inference.engine import Carry, Engine, PrefillOutput, pad_left
+from gca_jax.inference.full_forward import FullForwardScorer
 from gca_jax.inference.generate import generate, left_pad_prompts, sample_next
 from gca_jax.inference.memory import ChunkStore
+from gca_jax.inference.scoring import make_scorer
 
 __all__ = [
     "Carry",
@@ -14,9 +16,11 @@ __all__ = [
     "DecodeState",
     "Decoder",
     "Engine",
+    "FullForwardScorer",
     "PrefillOutput",
     "generate",
     "left_pad_prompts",
+    "make_scorer",
     "pad_left",
     "sample_next",
 ]

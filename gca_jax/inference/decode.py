@@ -1,4 +1,4 @@
-"""Token-by-token decoding with a ring-buffer KV cache and chunk memory (spec §3.3).
+"""Token-by-token decoding with a ring-buffer KV cache and chunk memory (docs/spec.md §3.3).
 
 Decode state per batch (all batch elements share one position; prompts are left-padded to a
 common length that is a multiple of S):
@@ -14,7 +14,7 @@ When a chunk's S-th token has been fed, the landmark is fed too (the original fe
 one 2-token step), and the chunk completes: the encoder turns the buffered lower outputs into a
 memory row, and each group computes the retrieval for the next chunk from the landmark's state
 at its depth, *with* the group's landmark norm. The original omits that norm in decoding
-(spec §3.6, §9.2); here decoding and the batch forward use the same retrieval.
+(docs/spec.md §3.6, §9.2); here decoding and the batch forward use the same retrieval.
 """
 
 import functools
@@ -25,10 +25,12 @@ import numpy as np
 from flax import nnx, struct
 
 from gca_jax.inference.engine import Carry, Engine
-from gca_jax.inference.layers import decoder_layer_decode, scan_stack, upper_layer_decode
 from gca_jax.inference.memory import ChunkStore
+from gca_jax.modeling import DECODE, require
+from gca_jax.modeling.cache import DecodeStep, RingCache
 from gca_jax.modeling.loss import tied_logits
-from gca_jax.modeling.retrieval import ChunkMemory
+from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
+from gca_jax.modeling.stack import apply_stack
 
 
 @struct.dataclass
@@ -36,7 +38,7 @@ class DecodeState:
     """Device-side decode state (a pytree; see the module docstring).
 
     Attributes:
-      rings: per stack (lower, group 1, ...), (K, V) ring buffers (layers, B, N, Hkv, d).
+      rings: per stack (lower, group 1, ...), a ``RingCache`` (layers, B, N, Hkv, d).
       key_pos_BxN: position held by each ring slot, -1 when empty.
       pos: int32 scalar, the next landmark-inserted position.
       chunk_h_BxPxD: lower-stack outputs of the current chunk.
@@ -58,35 +60,27 @@ class DecodeState:
 
 def _decode_step(graphdef, params, state: DecodeState, ids_B):
     model = nnx.merge(graphdef, params)
-    cfg = model.cfg
+    rcfg = model.cfg.retrieval
     b = ids_B.shape[0]
     pos = state.pos
     slot = pos % state.key_pos_BxN.shape[1]
     key_pos_BxN = state.key_pos_BxN.at[:, slot].set(pos)
-    q_pos_B = jnp.full((b,), pos, jnp.int32)
-    h_BxD = model.embed(ids_B)
-    h_BxD, ring = scan_stack(
-        model.lower, decoder_layer_decode, h_BxD, state.rings[0], key_pos_BxN, slot, q_pos_B
-    )
+    step = DecodeStep(key_pos_BxN=key_pos_BxN, slot=slot, q_pos_B=jnp.full((b,), pos, jnp.int32))
+    h_Bx1xD = model.embed(ids_B)[:, None]
+    h_Bx1xD, ring = apply_stack(model.lower, h_Bx1xD, cache=state.rings[0], step=step)
     rings, group_h = [ring], []
-    chunk_h = state.chunk_h_BxPxD.at[:, pos % cfg.slots_per_chunk].set(h_BxD)
-    for g in range(cfg.num_groups):
-        group_h.append(h_BxD)
+    chunk_h = state.chunk_h_BxPxD.at[:, pos % rcfg.slots_per_chunk].set(h_Bx1xD[:, 0])
+    for g in range(rcfg.num_groups):
+        group_h.append(h_Bx1xD[:, 0])
         keys, values = state.ret_kv[g]
-        h_BxD, ring = scan_stack(
-            model.groups[g],
-            upper_layer_decode,
-            h_BxD,
-            state.rings[1 + g],
-            key_pos_BxN,
-            slot,
-            q_pos_B,
-            keys,
-            values,
-            state.ret_w_GxBxK[g],
+        # The K chunks of the current retrieval, already on the device (see UpperLayer).
+        retrieved = ChunkMemory(landmarks=None, keys=keys, values=values)
+        ret = Retrieval(idx=state.ret_idx_GxBxK[g], w=state.ret_w_GxBxK[g])
+        h_Bx1xD, ring = apply_stack(
+            model.groups[g], h_Bx1xD, retrieved, ret, cache=state.rings[1 + g], step=step
         )
         rings.append(ring)
-    logits_BxV = tied_logits(model.final_norm(h_BxD), model.embed.table[...])
+    logits_BxV = tied_logits(model.final_norm(h_Bx1xD[:, 0]), model.embed.table[...])
     return logits_BxV, state.replace(
         rings=tuple(rings),
         key_pos_BxN=key_pos_BxN,
@@ -105,11 +99,10 @@ def _encode_step(graphdef, params, chunk_h_BxPxD):
 def _next_retrieval(graphdef, params, group_h_GxBxD, landmarks_BxExD, row_id):
     """Retrieval row ``row_id`` (the chunk just completed) of every group: (G, B, K) idx, w."""
     model = nnx.merge(graphdef, params)
-    memory = ChunkMemory(landmarks=landmarks_BxExD, keys=None, values=None)
     idx, w = [], []
-    for g in range(model.cfg.num_groups):
+    for g in range(model.cfg.retrieval.num_groups):
         h_Bx1x1xD = group_h_GxBxD[g].reshape(group_h_GxBxD.shape[1], 1, 1, -1)
-        rows = model.retrieve(g, h_Bx1x1xD, memory, row_id.reshape(1), None)
+        rows = model.retrieve(g, h_Bx1x1xD, landmarks_BxExD, row_id.reshape(1))
         idx.append(rows.idx[:, 0])
         w.append(rows.w[:, 0])
     return jnp.stack(idx), jnp.stack(w)
@@ -147,19 +140,20 @@ class Decoder:
     def __init__(
         self, engine: Engine, carry: Carry | None = None, *, batch: int = 1, capacity: int = 1
     ):
-        cfg = engine.cfg
-        self.engine, self.cfg = engine, cfg
+        cfg, rcfg = engine.cfg, engine.rcfg
+        require(cfg, DECODE)
+        self.engine, self.cfg, self.rcfg = engine, cfg, rcfg
         if carry is None:
             carry = engine.empty_carry(batch, capacity)
-        if carry.num_positions % cfg.slots_per_chunk:
+        if carry.num_positions % rcfg.slots_per_chunk:
             raise ValueError("a decoder starts at a chunk boundary (prefill a multiple of S)")
         self.store: ChunkStore = carry.store
-        self.raw_tokens = carry.num_positions // cfg.slots_per_chunk * cfg.chunk_len
+        self.raw_tokens = carry.num_positions // rcfg.slots_per_chunk * rcfg.chunk_len
         self._step, self._encode, self._retrieve = _jitted(engine)
         self.state = self._initial_state(carry)
 
     def _initial_state(self, carry: Carry) -> DecodeState:
-        cfg = self.cfg
+        cfg, rcfg = self.cfg, self.rcfg
         n, p0 = cfg.window + 1, carry.num_positions
         # Slot n holds the latest position p < p0 with p % N == n; only p >= p0 - W is cached
         # (the slot of p0 - N = p0's own slot is empty until p0 is written).
@@ -167,7 +161,10 @@ class Decoder:
         slot_pos_N = np.where((slot_pos_N >= max(0, p0 - cfg.window)), slot_pos_N, -1)
         b = self.store.landmarks.shape[0]
         rings = tuple(
-            tuple(_ring_from_cache(x, slot_pos_N, p0 - cfg.window) for x in cache)
+            RingCache(
+                _ring_from_cache(cache.k_BxWxHkvxd, slot_pos_N, p0 - cfg.window),
+                _ring_from_cache(cache.v_BxWxHkvxd, slot_pos_N, p0 - cfg.window),
+            )
             for cache in carry.caches
         )
         idx = jnp.stack([r.idx[:, 0] for r in carry.last_rows])
@@ -176,11 +173,11 @@ class Decoder:
             rings=rings,
             key_pos_BxN=jnp.asarray(np.broadcast_to(slot_pos_N, (b, n)), jnp.int32),
             pos=jnp.int32(p0),
-            chunk_h_BxPxD=jnp.zeros((b, cfg.slots_per_chunk, cfg.hidden_size), jnp.float32),
-            group_h_GxBxD=jnp.zeros((cfg.num_groups, b, cfg.hidden_size), jnp.float32),
+            chunk_h_BxPxD=jnp.zeros((b, rcfg.slots_per_chunk, cfg.hidden_size), jnp.float32),
+            group_h_GxBxD=jnp.zeros((rcfg.num_groups, b, cfg.hidden_size), jnp.float32),
             ret_idx_GxBxK=idx,
             ret_w_GxBxK=w,
-            ret_kv=tuple(self.store.take(idx[g]) for g in range(cfg.num_groups)),
+            ret_kv=tuple(self.store.take(idx[g]) for g in range(rcfg.num_groups)),
         )
 
     def feed(self, ids_B) -> jax.Array:
@@ -192,7 +189,7 @@ class Decoder:
         ids_B = jnp.asarray(ids_B, jnp.int32).reshape(-1)
         logits_BxV, self.state = self._step(self.engine.params, self.state, ids_B)
         self.raw_tokens += 1
-        if self.raw_tokens % self.cfg.chunk_len == 0:
+        if self.raw_tokens % self.rcfg.chunk_len == 0:
             landmark_B = jnp.full(ids_B.shape, self.cfg.landmark_id, jnp.int32)
             _, self.state = self._step(self.engine.params, self.state, landmark_B)
             self._complete_chunk()
@@ -204,5 +201,5 @@ class Decoder:
         idx, w = self._retrieve(
             self.engine.params, self.state.group_h_GxBxD, self.store.landmarks, jnp.int32(row_id)
         )
-        kv = tuple(self.store.take(idx[g]) for g in range(self.cfg.num_groups))
+        kv = tuple(self.store.take(idx[g]) for g in range(self.rcfg.num_groups))
         self.state = self.state.replace(ret_idx_GxBxK=idx, ret_w_GxBxK=w, ret_kv=kv)

@@ -1,4 +1,4 @@
-"""Segmented prefill of DRT over arbitrarily long inputs, with bounded device memory (spec §3.4).
+"""Segmented prefill of DRT over arbitrarily long inputs, bounded device memory (docs/spec.md §3.4).
 
 A sequence of T raw tokens (left-padded to a multiple of S, see ``pad_left``) runs in segments
 of ``segment_chunks`` chunks. Per segment, four jitted steps run (each compiled once per
@@ -10,7 +10,7 @@ segment shape; the first segment and a shorter last one add one shape each):
 2. per group g, ``retrieve``: rows of the segment's chunks against the whole memory (global
    row ids, strict mask e < row), then the one-chunk lag with ``first`` = the last row of the
    previous segment. The original drops that row and gives the first chunk of every segment
-   zero GCA (spec §3.4, §9.9); here a segmented forward equals the unsegmented one;
+   zero GCA (docs/spec.md §3.4, §9.9); here a segmented forward equals the unsegmented one;
 3. per group g, ``group``: the upper layers, GCA reading only the union of the rows the
    segment retrieved, gathered on the device (``compact_rows``) or, with offload, on host;
 4. ``head``: final norm, then only what was asked: logits at chosen raw positions and/or the
@@ -27,19 +27,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gca_jax.inference.layers import decoder_layer_segment, scan_stack, upper_layer_segment
 from gca_jax.inference.memory import ChunkStore, compact_rows
+from gca_jax.modeling import PREFILL, require
 from gca_jax.modeling import retrieval as ret_lib
+from gca_jax.modeling.cache import WindowCache
 from gca_jax.modeling.chunking import IGNORE
 from gca_jax.modeling.layers import to_dtype
 from gca_jax.modeling.loss import blocked_cross_entropy, tied_logits
-from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
+from gca_jax.modeling.retrieval import Retrieval
+from gca_jax.modeling.stack import apply_stack
 
 _log = logging.getLogger(__name__)
 
 
 def pad_left(tokens_BxT: np.ndarray, chunk_len: int, pad_id: int) -> tuple[np.ndarray, int]:
-    """Left-pads with ``pad_id`` to a multiple of S, as the original's generation (spec §3.2).
+    """Left-pads with ``pad_id`` to a multiple of S, as the original generation (docs/spec.md §3.2).
 
     The pads are ordinary (attended) positions; they are never scored. Returns (tokens, pad).
     """
@@ -52,8 +54,8 @@ class Carry:
     """What a prefill leaves for further segments or for decoding.
 
     Attributes:
-      caches: per stack (lower, group 1, ...), (K, V) of the last W positions, each
-        (layers, B, W, Hkv, d).
+      caches: per stack (lower, group 1, ...), a ``WindowCache`` of the last W positions'
+        keys/values, each (layers, B, W, Hkv, d).
       store: the chunk memory.
       last_rows: per group, the retrieval row of the last chunk (B, 1, K): it serves the next.
       num_positions: landmark-inserted positions processed so far (= chunks * P).
@@ -101,43 +103,40 @@ def _query_positions(logits_at, b: int, t: int) -> np.ndarray:
 # -- jitted step bodies (graphdef bound with functools.partial) --------------------------------
 
 
-def _lower_step(graphdef, params, tokens_BxT, cache, *, has_cache):
+def _lower_step(graphdef, params, tokens_BxT, cache: WindowCache):
     model = nnx.merge(graphdef, params)
-    cfg = model.cfg
+    rcfg = model.cfg.retrieval
     b, t = tokens_BxT.shape
-    c = t // cfg.chunk_len
-    h_BxLxD = model.embed_chunks(tokens_BxT)
-    h_BxLxD, cache = scan_stack(model.lower, decoder_layer_segment, h_BxLxD, cache, has_cache)
-    rows = model.encode_chunks(h_BxLxD.reshape(b, c, cfg.slots_per_chunk, -1))
+    c = t // rcfg.chunk_len
+    h_BxLxD, cache = apply_stack(model.lower, model.embed_chunks(tokens_BxT), cache=cache)
+    rows = model.encode_chunks(h_BxLxD.reshape(b, c, rcfg.slots_per_chunk, -1))
     return h_BxLxD, cache, rows
 
 
 def _retrieve_step(graphdef, params, h_BxLxD, landmarks_BxExD, first_chunk, first, *, group):
     model = nnx.merge(graphdef, params)
     b, length, dim = h_BxLxD.shape
-    p = model.cfg.slots_per_chunk
+    p = model.cfg.retrieval.slots_per_chunk
     c = length // p
     row_ids_C = first_chunk + jnp.arange(c, dtype=jnp.int32)
-    memory = ChunkMemory(landmarks=landmarks_BxExD, keys=None, values=None)
-    rows = model.retrieve(group, h_BxLxD.reshape(b, c, p, dim), memory, row_ids_C, None)
+    rows = model.retrieve(group, h_BxLxD.reshape(b, c, p, dim), landmarks_BxExD, row_ids_C)
     last = Retrieval(idx=rows.idx[:, -1:], w=rows.w[:, -1:])
     return ret_lib.lag_one_chunk(rows, first=first), last
 
 
-def _group_step(graphdef, params, h_BxLxD, cache, memory, ret, *, group, has_cache, compact):
+def _group_step(graphdef, params, h_BxLxD, cache, memory, ret, *, group, compact):
     model = nnx.merge(graphdef, params)
     if compact:
         memory, ret = compact_rows(memory, ret)
-    return scan_stack(
-        model.groups[group], upper_layer_segment, h_BxLxD, cache, memory, ret, has_cache
-    )
+    return apply_stack(model.groups[group], h_BxLxD, memory, ret, cache=cache)
 
 
 def _head_step(graphdef, params, h_BxLxD, targets_BxN, query_BxQ, *, with_ce):
     model = nnx.merge(graphdef, params)
     cfg = model.cfg
     b, length, dim = h_BxLxD.shape
-    c, p, s = length // cfg.slots_per_chunk, cfg.slots_per_chunk, cfg.chunk_len
+    p, s = cfg.retrieval.slots_per_chunk, cfg.retrieval.chunk_len
+    c = length // p
     h_BxNxD = model.final_norm(h_BxLxD).reshape(b, c, p, dim)[:, :, :s].reshape(b, c * s, dim)
     table_VxD = model.embed.table[...]
     totals_B = counts_B = None
@@ -150,43 +149,39 @@ def _head_step(graphdef, params, h_BxLxD, targets_BxN, query_BxQ, *, with_ce):
 
 
 class Engine:
-    """Jitted inference steps of one DRT model: segmented prefill and (via ``decode``) decoding.
+    """Jitted inference steps of one chunk-memory model: segmented prefill, and decoding.
 
     Args:
-      model: a ``gca_jax.modeling.DRT``.
+      model: a model whose class declares the ``prefill`` capability (DRT).
       segment_chunks: chunks per prefill segment; segment_chunks * P must be >= W.
       offload: keep chunk K/V in host memory (landmarks stay on the device).
 
     Raises:
-      ValueError: not a DRT model, full attention (window -1), or segments shorter than W.
+      MissingCapabilityError: the model does not support segmented prefill.
+      ValueError: full attention (window -1), or segments shorter than W.
     """
 
     def __init__(self, model: nnx.Module, *, segment_chunks: int = 256, offload: bool = False):
-        cfg = getattr(model, "cfg", None)
-        if cfg is None or cfg.model_type != "drt":
-            got = None if cfg is None else cfg.model_type
-            raise ValueError(
-                f"the inference engine runs DRT models only; got model_type={got!r} "
-                "(a checkpoint of another model type?)"
-            )
+        cfg = model.cfg
+        require(cfg, PREFILL)
+        rcfg = cfg.retrieval
         if cfg.window < 1:
             raise ValueError(f"model.window={cfg.window} must be >= 1 for segmented inference")
-        if segment_chunks < 1 or segment_chunks * cfg.slots_per_chunk < cfg.window:
+        if segment_chunks < 1 or segment_chunks * rcfg.slots_per_chunk < cfg.window:
             raise ValueError(
                 f"{segment_chunks=} must be >= 1 and segment_chunks * P = "
-                f"{segment_chunks * cfg.slots_per_chunk} must be >= window W={cfg.window}"
+                f"{segment_chunks * rcfg.slots_per_chunk} must be >= window W={cfg.window}"
             )
-        self.cfg, self.segment_chunks, self.offload = cfg, segment_chunks, offload
+        self.cfg, self.rcfg = cfg, rcfg
+        self.segment_chunks, self.offload = segment_chunks, offload
         self.graphdef, self.params = nnx.split(model)
         self.compute_dtype = to_dtype(cfg.dtype)
         bind = functools.partial
-        self._lower = jax.jit(
-            bind(_lower_step, self.graphdef), static_argnames=("has_cache",), donate_argnums=(2,)
-        )
+        self._lower = jax.jit(bind(_lower_step, self.graphdef), donate_argnums=(2,))
         self._retrieve = jax.jit(bind(_retrieve_step, self.graphdef), static_argnames=("group",))
         self._group = jax.jit(
             bind(_group_step, self.graphdef),
-            static_argnames=("group", "has_cache", "compact"),
+            static_argnames=("group", "compact"),
             donate_argnums=(2,),
         )
         self._head = jax.jit(bind(_head_step, self.graphdef), static_argnames=("with_ce",))
@@ -194,22 +189,21 @@ class Engine:
     # -- state ---------------------------------------------------------------------------------
 
     def top_k(self, capacity: int) -> int:
-        """K_eff = min(K, E) retrieved chunks per row (spec §1.8)."""
-        return min(self.cfg.chunk_topk, capacity)
+        """K_eff = min(K, E) retrieved chunks per row (docs/spec.md §1.8)."""
+        return min(self.rcfg.top_k, capacity)
 
     def empty_carry(self, batch: int, capacity: int) -> Carry:
         """The state before any token: empty caches and an empty memory of ``capacity`` rows."""
-        cfg = self.cfg
+        cfg, rcfg = self.cfg, self.rcfg
         shape = (batch, cfg.window, cfg.num_kv_heads, cfg.head_dim)
         caches = [
-            tuple(jnp.zeros((n,) + shape, self.compute_dtype) for _ in range(2))
-            for n in cfg.decoder_layers
+            WindowCache.empty(shape, self.compute_dtype, layers=n) for n in self.stack_layers()
         ]
         store = ChunkStore.allocate(
             batch=batch,
             capacity=capacity,
             dim=cfg.hidden_size,
-            slots=cfg.memory_slots,
+            slots=rcfg.memory_slots,
             kv_heads=cfg.num_heads,
             head_dim=cfg.head_dim,
             dtype=self.compute_dtype,
@@ -217,7 +211,12 @@ class Engine:
         )
         k = self.top_k(capacity)
         empty = Retrieval(idx=jnp.zeros((batch, 1, k), jnp.int32), w=jnp.zeros((batch, 1, k)))
-        return Carry(caches, store, [empty] * cfg.num_groups, 0)
+        return Carry(caches, store, [empty] * rcfg.num_groups, 0)
+
+    def stack_layers(self) -> list[int]:
+        """Layers per stack: the lower stack, then each retrieval group's."""
+        groups = list(self.rcfg.group_layers)
+        return [self.cfg.num_layers - sum(groups), *groups]
 
     # -- prefill -------------------------------------------------------------------------------
 
@@ -251,22 +250,22 @@ class Engine:
         Raises:
           ValueError: empty or non-2-D input, positions out of range, capacity too small.
         """
-        cfg = self.cfg
+        cfg, rcfg = self.cfg, self.rcfg
         tokens = np.asarray(tokens_BxT)
         if tokens.ndim != 2 or tokens.shape[1] == 0 or not np.issubdtype(tokens.dtype, np.integer):
             raise ValueError(f"tokens must be a non-empty (B, T) int array, got {tokens.shape}")
         b, t = tokens.shape
         targets = np.concatenate([tokens[:, 1:], np.full((b, 1), IGNORE)], axis=1)
         targets = np.where(targets < 0, IGNORE, targets)
-        tokens, pad = pad_left(tokens.astype(np.int32), cfg.chunk_len, cfg.pad_id)
+        tokens, pad = pad_left(tokens.astype(np.int32), rcfg.chunk_len, cfg.pad_id)
         if carry is not None and (pad or 0 < carry.num_positions < cfg.window):
             raise ValueError(
-                f"a continued prefill needs T={t} to be a multiple of S={cfg.chunk_len} and at "
+                f"a continued prefill needs T={t} to be a multiple of S={rcfg.chunk_len} and at "
                 f"least W={cfg.window} earlier positions, got {carry.num_positions}"
             )
         targets = np.pad(targets, ((0, 0), (pad, 0)), constant_values=IGNORE).astype(np.int32)
         queries = None if logits_at is None else _query_positions(logits_at, b, t) + pad
-        num_chunks = tokens.shape[1] // cfg.chunk_len
+        num_chunks = tokens.shape[1] // rcfg.chunk_len
         if carry is None:
             carry = self.empty_carry(b, capacity or num_chunks)
         if carry.store.num_chunks + num_chunks > carry.store.capacity:
@@ -277,12 +276,12 @@ class Engine:
             None if queries is None else np.zeros(queries.shape + (cfg.vocab_size,), np.float32)
         )
         ce_sum, ce_count = np.zeros((b,)), np.zeros((b,), np.int64)
-        recorded = [[] for _ in range(cfg.num_groups)]
-        s = cfg.chunk_len
+        recorded = [[] for _ in range(rcfg.num_groups)]
+        s = rcfg.chunk_len
         for c0 in range(0, num_chunks, self.segment_chunks):
             c1 = min(c0 + self.segment_chunks, num_chunks)
             h = self._run_segment(carry, tokens[:, c0 * s : c1 * s], recorded if record else None)
-            carry.num_positions += (c1 - c0) * cfg.slots_per_chunk
+            carry.num_positions += (c1 - c0) * rcfg.slots_per_chunk
             self._score(h, targets, queries, c0 * s, c1 * s, with_ce, logits, ce_sum, ce_count)
             if progress is not None:
                 progress((c1 - c0) * s - (pad if c0 == 0 else 0))
@@ -303,13 +302,12 @@ class Engine:
 
     def _run_segment(self, carry: Carry, tokens_BxT: np.ndarray, recorded: list | None):
         """Lower stack, memory append, then per group retrieval and upper layers; returns h."""
-        has_cache = carry.num_positions > 0
         h, carry.caches[0], rows = self._lower(
-            self.params, jnp.asarray(tokens_BxT), carry.caches[0], has_cache=has_cache
+            self.params, jnp.asarray(tokens_BxT), carry.caches[0]
         )
         first_chunk = carry.store.num_chunks
         carry.store.append(rows)
-        for g in range(self.cfg.num_groups):
+        for g in range(self.rcfg.num_groups):
             ret, carry.last_rows[g] = self._retrieve(
                 self.params,
                 h,
@@ -333,7 +331,6 @@ class Engine:
                 memory,
                 ret,
                 group=g,
-                has_cache=has_cache,
                 compact=compact,
             )
         return h

@@ -1,4 +1,4 @@
-"""Long-context evaluation on top of the engine: perplexity (spec §6.7) and passkey (spec §6.5).
+"""Long-context evaluation on the engine: perplexity and passkey (docs/spec.md §6.7, §6.5).
 
 Both run the segmented prefill, so device memory stays bounded at any length, and ask the head
 only for what they score: cross-entropy sums (perplexity) or the logits of one position
@@ -45,7 +45,7 @@ def perplexity(
     Returns:
       ``{"windows", "tokens", "mean_ce", "ppl", "token_ppl"}``: ``mean_ce`` is the mean over
       windows of each window's mean CE in nats, the quantity the original prints as
-      "perplexity" (spec §6.7, §9.18); ``ppl = exp(mean_ce)``; ``token_ppl`` weights tokens.
+      "perplexity" (docs/spec.md §6.7, §9.18); ``ppl = exp(mean_ce)``; ``token_ppl`` weights tokens.
     """
     per_window, total, count = [], 0.0, 0
     for batch in windows:
@@ -65,26 +65,22 @@ def perplexity(
     }
 
 
-def score_passkey_sample(
-    engine: Engine,
-    sample: dict,
-    *,
-    neutral_id: int,
-    progress: Callable[[int], None] | None = None,
-) -> dict:
-    """One NIAH sample scored by spec §6.5.
+def passkey_query(sample: dict, *, neutral_id: int) -> tuple[np.ndarray, int, int]:
+    """The passkey scoring rule (docs/spec.md §6.5), shared by ``eval.passkey`` and training.
 
     The answer token's input is replaced by ``neutral_id`` (as the original, against leakage);
-    a hit iff argmax of the logits at final_pos - 1 equals the true token at final_pos.
+    the sample is a hit iff the argmax of the logits at ``final_pos - 1`` is the true token at
+    ``final_pos``.
 
     Args:
-      engine: the model's engine.
       sample: ``{"tokens": (T,), "final_pos": int, ...}`` from ``gca_jax.data.niah``.
       neutral_id: token written at final_pos.
-      progress: forwarded to ``Engine.prefill``.
 
     Returns:
-      ``{"hit", "predicted", "target", "final_pos", "depth"}``.
+      (tokens (T,) int32 to run, position whose logits are scored, target token).
+
+    Raises:
+      ValueError: final_pos outside [1, T).
     """
     tokens = np.array(sample["tokens"], np.int32)
     pos = int(sample["final_pos"])
@@ -92,15 +88,41 @@ def score_passkey_sample(
         raise ValueError(f"final_pos={pos} must be in [1, T={tokens.shape[0]})")
     target = int(tokens[pos])
     tokens[pos] = neutral_id
-    out = engine.prefill(tokens.reshape(1, -1), logits_at=[pos - 1], progress=progress)
-    predicted = int(np.argmax(out.logits[0, 0]))
+    return tokens, pos - 1, target
+
+
+def passkey_record(sample: dict, predicted: int, target: int) -> dict:
+    """``{"hit", "predicted", "target", "final_pos", "depth"}`` of one scored sample."""
     return {
-        "hit": predicted == target,
-        "predicted": predicted,
-        "target": target,
-        "final_pos": pos,
+        "hit": int(predicted) == int(target),
+        "predicted": int(predicted),
+        "target": int(target),
+        "final_pos": int(sample["final_pos"]),
         "depth": float(sample.get("depth", float("nan"))),
     }
+
+
+def score_passkey_sample(
+    engine: Engine,
+    sample: dict,
+    *,
+    neutral_id: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """One NIAH sample scored by ``passkey_query``'s rule with the engine's prefill.
+
+    Args:
+      engine: the model's scorer (``make_scorer``).
+      sample: ``{"tokens": (T,), "final_pos": int, ...}`` from ``gca_jax.data.niah``.
+      neutral_id: token written at final_pos.
+      progress: forwarded to ``prefill``.
+
+    Returns:
+      ``passkey_record`` of the sample.
+    """
+    tokens, pos, target = passkey_query(sample, neutral_id=neutral_id)
+    out = engine.prefill(tokens.reshape(1, -1), logits_at=[pos], progress=progress)
+    return passkey_record(sample, int(np.argmax(out.logits[0, 0])), target)
 
 
 def score_passkey_samples(

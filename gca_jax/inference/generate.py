@@ -22,7 +22,7 @@ def sample_next(logits_BxV: jax.Array, key: jax.Array, *, top_k: int, temperatur
 
 
 def left_pad_prompts(prompts: Sequence[Sequence[int]], chunk_len: int, pad_id: int) -> np.ndarray:
-    """Left-pads prompts with ``pad_id`` to one common length, a multiple of S (spec §3.2).
+    """Left-pads prompts with ``pad_id`` to one common length, a multiple of S (docs/spec.md §3.2).
 
     Raises:
       ValueError: no prompt, or an empty prompt (there is nothing to condition on).
@@ -76,8 +76,8 @@ def generate(
         raise ValueError("sampling (top_k > 1) needs a PRNG key")
     key = jax.random.key(0) if key is None else key
     cfg = engine.cfg
-    tokens_BxT = left_pad_prompts(prompts, cfg.chunk_len, cfg.pad_id)
-    capacity = (tokens_BxT.shape[1] + max_new_tokens) // cfg.chunk_len + 1
+    tokens_BxT = left_pad_prompts(prompts, engine.rcfg.chunk_len, cfg.pad_id)
+    capacity = (tokens_BxT.shape[1] + max_new_tokens) // engine.rcfg.chunk_len + 1
     out = engine.prefill(
         tokens_BxT, logits_at=[tokens_BxT.shape[1] - 1], keep_state=True, capacity=capacity
     )

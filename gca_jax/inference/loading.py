@@ -2,20 +2,18 @@
 
 A checkpoint step directory (``gca_jax.checkpoint`` layout ``<dir>/<step>/{state, config}``)
 carries the resolved config of its run; its ``model`` section is authoritative. Only the
-parameters are read (the pure-dict ``params`` of the saved TrainState) and checked for
-structure, shape and dtype against the model the config builds.
+parameters are read, through the same restore path as fine-tuning
+(``gca_jax.checkpoint.restore_params``: abstract target, check, update).
 """
 
-import dataclasses
 import logging
-import os
 
 import jax
-import numpy as np
 from flax import nnx
 
-from gca_jax.config import Config, config_from_dict, load_config
-from gca_jax.modeling import build_model
+from gca_jax import checkpoint as ckpt_lib
+from gca_jax.config import Config, config_from_dict, load_config, merge_raw, parse_overrides
+from gca_jax.modeling import build_model, check_config
 
 _log = logging.getLogger(__name__)
 
@@ -23,10 +21,14 @@ _log = logging.getLogger(__name__)
 _EXECUTION_FIELDS = ("kernel_backend", "remat", "loss_block", "dtype")
 
 
-def _checkpoint_config(step_dir: str) -> Config:
-    from gca_jax.checkpoint import read_config  # Lazy: imports grain and orbax.
-
-    return config_from_dict(read_config(step_dir))
+def _flat(tree: dict, prefix: str = "model") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
 
 
 def _check_same_model(saved: Config, asked: Config, where: str) -> None:
@@ -36,48 +38,27 @@ def _check_same_model(saved: Config, asked: Config, where: str) -> None:
             f"checkpoint {where} holds model_type={saved.model.model_type!r}, but the config asks "
             f"for model_type={asked.model.model_type!r}; pass a matching --config or none"
         )
+    got, want = _flat(saved.to_dict()["model"]), _flat(asked.to_dict()["model"])
+    skip = {f"model.{f}" for f in _EXECUTION_FIELDS}
     diffs = [
-        f"{f.name}: checkpoint={getattr(saved.model, f.name)!r} vs "
-        f"config={getattr(asked.model, f.name)!r}"
-        for f in dataclasses.fields(saved.model)
-        if f.name not in _EXECUTION_FIELDS
-        and getattr(saved.model, f.name) != getattr(asked.model, f.name)
+        f"{k}: checkpoint={got.get(k)!r} vs config={want.get(k)!r}"
+        for k in sorted(set(got) | set(want))
+        if k not in skip and got.get(k) != want.get(k)
     ]
     if diffs:
         raise ValueError(f"checkpoint {where} and config differ in model: {'; '.join(diffs)}")
 
 
-def _path_key(path) -> tuple[str, ...]:
-    return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-
-def _restore_params(step_dir: str, model: nnx.Module) -> nnx.Module:
-    """Reads the saved params into ``model`` after checking every leaf's shape and dtype."""
-    import orbax.checkpoint as ocp  # Lazy: only checkpoint loading needs it.
-
-    graphdef, state = nnx.split(model)
-    target = nnx.to_pure_dict(state)
-    with ocp.StandardCheckpointer() as ckptr:
-        saved = ckptr.restore(os.path.join(step_dir, "state"))
-    params = saved["params"] if isinstance(saved, dict) else saved.params
-    # Orbax may restore integer keys (layer lists) as strings: match leaves by printed path.
-    got = {_path_key(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
-    paths, treedef = jax.tree_util.tree_flatten_with_path(target)
-    missing = sorted({_path_key(p) for p, _ in paths} ^ set(got))
-    if missing:
-        raise ValueError(
-            f"checkpoint {step_dir}: parameter tree differs from the model's at {missing[:5]}"
-        )
-    leaves = []
-    for path, want in paths:
-        leaf = got[_path_key(path)]
-        if leaf.shape != want.shape or np.dtype(leaf.dtype) != np.dtype(want.dtype):
-            raise ValueError(
-                f"checkpoint {step_dir}: {'/'.join(_path_key(path))} is {leaf.shape} "
-                f"{leaf.dtype}, the model expects {want.shape} {want.dtype}"
-            )
-        leaves.append(jax.numpy.asarray(leaf))
-    nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, leaves))
+def restore_model(cfg: Config, checkpoint: str, *, flag: str = "--checkpoint") -> nnx.Module:
+    """The model of ``cfg`` with the parameters of ``checkpoint`` (nothing initialised first)."""
+    abstract = nnx.eval_shape(lambda: build_model(cfg.model, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        nnx.to_pure_dict(state),
+    )
+    nnx.replace_by_pure_dict(state, ckpt_lib.restore_params(checkpoint, target, flag=flag))
     return nnx.merge(graphdef, state)
 
 
@@ -106,25 +87,18 @@ def load_for_eval(
     if checkpoint is None:
         if config_path is None:
             raise ValueError("give --config (random init) or --checkpoint")
-        cfg = load_config(config_path, list(overrides))
+        cfg = check_config(load_config(config_path, list(overrides)))
         return build_model(cfg.model, rngs=nnx.Rngs(seed)), cfg
-    from gca_jax.checkpoint import resolve_step_dir  # Lazy: imports grain and orbax.
-
-    step_dir = resolve_step_dir(checkpoint)
-    saved = _checkpoint_config(step_dir)
+    step_dir = ckpt_lib.resolve_step_dir(checkpoint, flag="--checkpoint")
+    saved = config_from_dict(ckpt_lib.read_config(step_dir))
     if config_path is not None:
         cfg = load_config(config_path, list(overrides))
         _check_same_model(saved, cfg, step_dir)
     else:
-        raw = saved.to_dict()
-        from gca_jax.config import parse_overrides
-
-        for section, values in parse_overrides(list(overrides)).items():
-            raw[section].update(values)
-        cfg = config_from_dict(raw)
-    model = build_model(cfg.model, rngs=nnx.Rngs(seed))
+        cfg = config_from_dict(merge_raw(saved.to_dict(), parse_overrides(list(overrides))))
+    check_config(cfg)
     _log.info("restoring parameters from %s", step_dir)
-    return _restore_params(step_dir, model), cfg
+    return restore_model(cfg, step_dir), cfg
 
 
 def check_corpus_tokenizer(cfg: Config, corpus_dir: str):

@@ -22,7 +22,7 @@ def inspect_retrieval(engine: Engine, tokens_T, *, decode=None) -> dict:
     """
     tokens = np.asarray(tokens_T, np.int64).reshape(1, -1)
     out = engine.prefill(tokens, record=True)
-    s = engine.cfg.chunk_len
+    s = engine.rcfg.chunk_len
     groups = []
     for idx_BxCxK, w_BxCxK in out.retrievals:
         rows = []

@@ -1,30 +1,31 @@
-"""flax.nnx models of DRT and its baselines, built through a registry keyed by ``model_type``."""
-
-from collections.abc import Callable
+"""flax.nnx language models: one interface (``LanguageModel``), a registry keyed by model_type."""
 
 import jax
 from flax import nnx
 
-from gca_jax.config import ModelConfig
 from gca_jax.modeling.drt import DRT
+from gca_jax.modeling.interface import (
+    CAPABILITIES,
+    DECODE,
+    PREFILL,
+    RETRIEVAL,
+    SCORE,
+    LanguageModel,
+    MissingCapabilityError,
+)
+from gca_jax.modeling.registry import (
+    MODELS,
+    build_model,
+    check_config,
+    flops_per_token,
+    load_plugins,
+    model_class,
+    register_model,
+    require,
+    stat_names,
+)
 from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
 from gca_jax.modeling.swa_lm import SlidingWindowLM
-
-MODEL_REGISTRY: dict[str, Callable[..., nnx.Module]] = {
-    "drt": DRT,
-    "swa_lm": SlidingWindowLM,
-}
-
-
-def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Module:
-    """Instantiates the model named by ``cfg.model_type``.
-
-    Raises:
-      ValueError: the model type is not registered.
-    """
-    if cfg.model_type not in MODEL_REGISTRY:
-        raise ValueError(f"unknown model_type={cfg.model_type!r}; known: {sorted(MODEL_REGISTRY)}")
-    return MODEL_REGISTRY[cfg.model_type](cfg, rngs=rngs)
 
 
 def count_params(model: nnx.Module) -> int:
@@ -33,11 +34,25 @@ def count_params(model: nnx.Module) -> int:
 
 
 __all__ = [
+    "CAPABILITIES",
+    "DECODE",
     "DRT",
-    "MODEL_REGISTRY",
+    "MODELS",
+    "PREFILL",
+    "RETRIEVAL",
+    "SCORE",
     "ChunkMemory",
+    "LanguageModel",
+    "MissingCapabilityError",
     "Retrieval",
     "SlidingWindowLM",
     "build_model",
+    "check_config",
     "count_params",
+    "flops_per_token",
+    "load_plugins",
+    "model_class",
+    "register_model",
+    "require",
+    "stat_names",
 ]

@@ -1,4 +1,4 @@
-"""Landmark insertion and next-token targets on the chunked layout (spec §1.3, §1.12)."""
+"""Landmark insertion and next-token targets on the chunked layout (docs/spec.md §1.3, §1.12)."""
 
 import jax
 import jax.numpy as jnp

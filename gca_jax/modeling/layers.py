@@ -66,7 +66,7 @@ _mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
 class Dense(nnx.Module):
-    """Bias-free linear map ``x @ kernel`` with N(0, std) init (spec §1.13)."""
+    """Bias-free linear map ``x @ kernel`` with N(0, std) init (docs/spec.md §1.13)."""
 
     def __init__(
         self,
@@ -110,7 +110,7 @@ class RMSNorm(nnx.Module):
 
 
 class SwiGLU(nnx.Module):
-    """W_down(silu(W_gate x) * W_up x), no biases (spec §1.5)."""
+    """W_down(silu(W_gate x) * W_up x), no biases (docs/spec.md §1.5)."""
 
     def __init__(
         self,
@@ -133,7 +133,7 @@ class SwiGLU(nnx.Module):
 
 
 class Embedding(nnx.Module):
-    """Token embedding, tied with the output head; the pad row starts at zero (spec §1.4)."""
+    """Token embedding, tied to the output head; the pad row starts at zero (docs/spec.md §1.4)."""
 
     def __init__(
         self,
@@ -151,19 +151,19 @@ class Embedding(nnx.Module):
         self.pad_id = pad_id
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        """Looks up float32 embeddings; negative ids read the pad row (spec §1.2)."""
+        """Looks up float32 embeddings; negative ids read the pad row (docs/spec.md §1.2)."""
         ids = jnp.where(ids < 0, self.pad_id, ids)
         return jnp.take(self.table[...], ids, axis=0).astype(jnp.float32)
 
 
 def alibi_slopes(num_heads: int) -> jax.Array:
-    """m_h = 2^(-8 (h + 1) / H) for h = 0..H-1, the plain geometric formula (spec §1.5)."""
+    """m_h = 2^(-8 (h + 1) / H) for h = 0..H-1, the plain geometric formula (docs/spec.md §1.5)."""
     h = jnp.arange(1, num_heads + 1, dtype=jnp.float32)
     return jnp.exp2(-8.0 * h / num_heads)
 
 
 def apply_rope(x_xPxHxd: jax.Array, theta: float) -> jax.Array:
-    """Rotary embedding over axis -3 (positions 0..P-1), HF rotate-half convention (spec §1.6)."""
+    """Rotary embedding over axis -3 (positions 0..P-1), rotate-half pairs (docs/spec.md §1.6)."""
     p, d = x_xPxHxd.shape[-3], x_xPxHxd.shape[-1]
     inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
     angles_Pxd2 = jnp.arange(p, dtype=jnp.float32)[:, None] * inv_freq[None, :]

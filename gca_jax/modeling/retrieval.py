@@ -1,4 +1,4 @@
-"""Chunk memory and causal retrieval (spec §1.7-1.8): pure functions, no parameters.
+"""Chunk memory and causal retrieval (docs/spec.md §1.7-1.8): pure functions, no parameters.
 
 Index example for the one-chunk lag, C = 5 chunks, top_k = 2:
 
@@ -19,7 +19,7 @@ from flax import struct
 
 @struct.dataclass
 class ChunkMemory:
-    """Retrieval keys and per-chunk K/V of every encoded chunk (DESIGN.md §4).
+    """Retrieval keys and per-chunk K/V of every encoded chunk (docs/architecture.md, "Contracts").
 
     Attributes:
       landmarks: (B, E, D) encoder output at each chunk's landmark slot.
@@ -49,7 +49,7 @@ jax.tree_util.register_dataclass(Retrieval, data_fields=["idx", "w"], meta_field
 
 
 def retrieval_scores(query_BxCxD: jax.Array, landmarks_BxExD: jax.Array) -> jax.Array:
-    """s[b, c, e] = <q_c, l_e> / sqrt(D), in float32 (spec §1.8)."""
+    """s[b, c, e] = <q_c, l_e> / sqrt(D), in float32 (docs/spec.md §1.8)."""
     d = query_BxCxD.shape[-1]
     s = jnp.einsum(
         "BCD,BED->BCE", query_BxCxD.astype(jnp.float32), landmarks_BxExD.astype(jnp.float32)
@@ -63,7 +63,7 @@ def causal_mask(row_ids_C: jax.Array, num_chunks: int) -> jax.Array:
 
 
 def safe_masked_softmax(s_xK: jax.Array, valid_xK: jax.Array) -> jax.Array:
-    """Softmax over valid entries; rows with none give zeros, with finite gradients (spec §1.8)."""
+    """Softmax over valid entries; all-invalid rows give 0, finite gradients (docs/spec.md §1.8)."""
     s_max = jnp.max(jnp.where(valid_xK, s_xK, -jnp.inf), axis=-1, keepdims=True)
     s_max = jnp.where(jnp.isfinite(s_max), s_max, 0.0)
     e = jnp.where(valid_xK, jnp.exp(jnp.where(valid_xK, s_xK - s_max, 0.0)), 0.0)
@@ -100,7 +100,7 @@ def select_rows(
 
 
 def lag_one_chunk(rows: Retrieval, first: Retrieval | None = None) -> Retrieval:
-    """Aligns retrieval rows to query chunks: chunk c uses row c - 1 (spec §1.8).
+    """Aligns retrieval rows to query chunks: chunk c uses row c - 1 (docs/spec.md §1.8).
 
     Args:
       rows: row-aligned retrieval for C rows.

@@ -24,9 +24,21 @@ def make_stack(
     return build(rngs)
 
 
-def apply_stack(stack: nnx.Module, h: jax.Array, *args, remat: str = "full") -> jax.Array:
-    """Runs ``h = layer(h, *args)`` for each stacked layer with lax.scan, rematerialised."""
+def apply_stack(stack: nnx.Module, h: jax.Array, *args, remat: str = "full", cache=None, step=None):
+    """Runs ``h = layer(h, *args)`` for each stacked layer with lax.scan, rematerialised.
+
+    With a ``cache`` (a pytree whose leaves have a leading layer axis, see
+    ``gca_jax.modeling.cache``) each layer gets its slice and ``step``, and the stack returns
+    ``(h, new cache)``; inference does not differentiate, so nothing is rematerialised then.
+    """
     graphdef, state = nnx.split(stack)
+    if cache is not None:
+
+        def cached_body(carry, xs):
+            layer_state, layer_cache = xs
+            return nnx.merge(graphdef, layer_state)(carry, *args, layer_cache, step)
+
+        return jax.lax.scan(cached_body, h, (state, cache))
 
     def body(carry, layer_state):
         layer = nnx.merge(graphdef, layer_state)

@@ -1,25 +1,26 @@
-"""BaseLM: the sliding-window ALiBi transformer baseline (spec §4, ``slide_window_lm``).
+"""BaseLM: the sliding-window ALiBi transformer baseline (docs/spec.md §4, ``slide_window_lm``).
 
-The same decoder layers as DRT's lower stack, ``sum(decoder_layers)`` of them, over raw tokens
-(no landmarks). With ``window = -1`` it is the full-attention transformer used for comparisons.
+The same decoder layers as DRT's lower stack, ``model.num_layers`` of them, over raw tokens (no
+landmarks). With ``window = -1`` it is the full-attention transformer used for comparisons.
 """
 
 import jax
 from flax import nnx
 
 from gca_jax.config import ModelConfig
+from gca_jax.modeling import flops
 from gca_jax.modeling.blocks import DecoderLayer
+from gca_jax.modeling.interface import SCORE, LanguageModel
 from gca_jax.modeling.layers import Embedding, RMSNorm, to_dtype
-from gca_jax.modeling.loss import next_token_loss, tied_logits
 from gca_jax.modeling.stack import apply_stack, make_stack
 
 
-class SlidingWindowLM(nnx.Module):
+class SlidingWindowLM(LanguageModel):
     """Decoder-only LM with sliding-window (or full, window -1) ALiBi attention."""
 
+    capabilities = frozenset({SCORE})
+
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        if cfg.model_type != "swa_lm":
-            raise ValueError(f"SlidingWindowLM needs model_type='swa_lm', got {cfg.model_type!r}")
         self.cfg = cfg
         pdt = to_dtype(cfg.param_dtype)
         self.embed = Embedding(
@@ -43,25 +44,11 @@ class SlidingWindowLM(nnx.Module):
         h_BxTxD = apply_stack(self.layers, self.embed(tokens_BxT), remat=self.cfg.remat)
         return self.final_norm(h_BxTxD), {}
 
-    def loss(
-        self,
-        tokens_BxT: jax.Array,
-        *,
-        gumbel_key: jax.Array | None = None,
-        weights_BxT: jax.Array | None = None,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean next-token CE over raw tokens, weighted by ``weights_BxT`` when given."""
-        h_BxTxD, stats = self.hidden_states(tokens_BxT, gumbel_key=gumbel_key)
-        loss, aux = next_token_loss(
-            h_BxTxD,
-            self.embed.table[...],
-            tokens_BxT,
-            block=self.cfg.loss_block,
-            weights_BxT=weights_BxT,
+    @classmethod
+    def flops_per_token(cls, cfg: ModelConfig, seq_len: int) -> float:
+        """Decoder layers over T positions plus the tied head (``gca_jax.modeling.flops``)."""
+        weights = (
+            cfg.num_layers * flops.decoder_layer_weights(cfg) + cfg.hidden_size * cfg.vocab_size
         )
-        return loss, {**aux, **stats}
-
-    def logits(self, tokens_BxT: jax.Array) -> jax.Array:
-        """(B, T, V) float32 logits."""
-        h_BxTxD, _ = self.hidden_states(tokens_BxT)
-        return tied_logits(h_BxTxD, self.embed.table[...])
+        context = cfg.num_layers * flops.window_context(cfg.window, seq_len)
+        return flops.TRAIN_FACTOR * flops.forward_flops(weights, context, cfg.hidden_size)

@@ -1,8 +1,8 @@
 """Periodic evaluation during training: validation perplexity and passkey accuracy.
 
 Both run the model with plain top-k retrieval (no Gumbel noise). The passkey evaluation builds
-single-passkey NIAH samples (spec §6) from the eval corpus with ``gca_jax.data.niah`` and scores
-them by the argmax at the answer position (spec §6.5).
+single-passkey NIAH samples (docs/spec.md §6) from the eval corpus with ``gca_jax.data.niah`` and
+scores them by the argmax at the answer position (docs/spec.md §6.5).
 """
 
 import logging
@@ -15,6 +15,8 @@ from jax.sharding import PartitionSpec as P
 
 from gca_jax import sharding as shard_lib
 from gca_jax.config import Config
+from gca_jax.inference.evaluation import passkey_query, passkey_record
+from gca_jax.modeling import SCORE, require
 from gca_jax.training.state import ModelDef
 from gca_jax.training.step import make_eval_step
 
@@ -34,6 +36,8 @@ class Evaluator:
 
     def __init__(self, cfg: Config, mdef: ModelDef, param_shardings, mesh, corpus_dir: str | None):
         self.cfg, self.mdef, self.mesh, self.corpus_dir = cfg, mdef, mesh, corpus_dir
+        if corpus_dir is not None and (cfg.eval.batches or cfg.eval.passkey_samples):
+            require(cfg.model, SCORE)
         batch_sh = shard_lib.batch_sharding(mesh)
         self._eval_step = jax.jit(
             make_eval_step(mdef), in_shardings=(param_shardings, {"tokens": batch_sh})
@@ -71,12 +75,13 @@ class Evaluator:
         from gca_jax.data import load_tokenizer
         from gca_jax.data.niah import NiahSource
 
+        tok = load_tokenizer(self.cfg.data.tokenizer)
         source = NiahSource(
             self.corpus_dir,
-            load_tokenizer(self.cfg.data.tokenizer),
+            tok,
             task="single",
             seq_len=self.cfg.eval.passkey_len,
-            chunk_size=self.cfg.model.chunk_len,
+            chunk_size=self.cfg.niah_chunk_len,
             seed=self.cfg.data.seed,
             num_samples=n,
         )
@@ -84,9 +89,9 @@ class Evaluator:
         with jax.set_mesh(self.mesh):
             for i in range(n):
                 sample = source[i]
-                tokens = jnp.asarray(sample["tokens"][None])
-                pred = int(self._logits(params, tokens, jnp.int32(sample["final_pos"] - 1)))
-                hits += int(pred == sample["target"])
+                tokens, pos, target = passkey_query(sample, neutral_id=tok.pad_id)
+                pred = int(self._logits(params, jnp.asarray(tokens[None]), jnp.int32(pos)))
+                hits += int(passkey_record(sample, pred, target)["hit"])
         return {"passkey_acc": hits / n}
 
     def __call__(self, params) -> dict[str, float]:

@@ -68,8 +68,8 @@ def train_iterator(cfg: Config, corpus_dir: str):
     """Checkpointable grain iterator of this process's ``{"tokens": int32 (B_local, T)}``.
 
     With ``data.niah_fraction > 0`` that fraction of samples are NIAH tasks of
-    ``data.niah_task`` built into the training windows (spec §6.6); their pad tail is masked,
-    and ``data.answer_weight`` weighs their answer tokens in the loss.
+    ``data.niah_task`` built into the training windows (docs/spec.md §6.6); their pad tail is
+    masked, and ``data.answer_weight`` weighs their answer tokens in the loss.
     """
     from gca_jax.data import load_tokenizer, make_niah_mix_dataset, make_train_dataset
 
@@ -86,7 +86,7 @@ def train_iterator(cfg: Config, corpus_dir: str):
         ds = make_niah_mix_dataset(
             corpus_dir,
             load_tokenizer(d.tokenizer),
-            chunk_size=cfg.model.chunk_len,
+            chunk_size=cfg.niah_chunk_len,
             probabilities={"lm": 1.0 - d.niah_fraction, d.niah_task: d.niah_fraction},
             **common,
         ).map(functools.partial(_niah_inputs, answer_weight=d.answer_weight))

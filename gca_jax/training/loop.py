@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable
 
 import jax
-import numpy as np
 
 from gca_jax import checkpoint as ckpt_lib
 from gca_jax import sharding as shard_lib
 from gca_jax.config import Config, ConfigError
+from gca_jax.modeling import flops_per_token, stat_names
 from gca_jax.training import inputs
 from gca_jax.training.evaluation import Evaluator, best_value
-from gca_jax.training.metrics import MetricsWriter, flops_per_token, peak_flops
+from gca_jax.training.metrics import MetricsWriter, peak_flops
 from gca_jax.training.optimizer import lr_schedule, make_optimizer
 from gca_jax.training.state import TrainState, abstract_state, init_state
 from gca_jax.training.step import make_train_step
@@ -115,6 +115,7 @@ class Trainer:
         peak = peak_flops(jax.devices()[0])
         self.peak_total = None if peak is None else peak * jax.device_count()
         self.flops_per_token = flops_per_token(cfg.model, cfg.data.seq_len)
+        self.stat_names = stat_names(cfg.model)
         self._best: float | None = None  # best eval value (lower is better)
 
     # -- setup -----------------------------------------------------------------------------------
@@ -130,7 +131,10 @@ class Trainer:
             return restored[1]
         _, state, _ = init_state(cfg.model, cfg.train.seed, self.tx, self.mesh)
         if self.opts.init_from:
-            state = state.replace(params=ckpt_lib.restore_params(self.opts.init_from, abstract))
+            params = ckpt_lib.restore_params(
+                self.opts.init_from, abstract.params, flag="--init_from"
+            )
+            state = state.replace(params=params)
         return state
 
     def _save_best(self, step: int, state: TrainState, value: float) -> None:
@@ -250,11 +254,7 @@ class Trainer:
         }
         if self.peak_total:
             out["mfu"] = self.flops_per_token * tokens_per_s / self.peak_total
-        for stat in ("ret_top_weight", "ret_entropy", "ret_distance"):
-            per_group = [v for k, v in host.items() if k.startswith(stat + "_g")]
-            if per_group:
-                out[stat] = float(np.mean(per_group))
-                out.update({k: v for k, v in host.items() if k.startswith(stat + "_g")})
+        out.update({name: host[name] for name in self.stat_names})  # the model's own statistics
         return out
 
 

@@ -1,16 +1,8 @@
-"""Metrics: one writer (metrics.jsonl + TensorBoard) on process 0, and the FLOPs / MFU estimate.
+"""Metrics: one writer (metrics.jsonl + TensorBoard) on process 0, and the MFU's peak FLOP/s.
 
-FLOPs model (per *raw* training token, forward + backward = 3 x forward, remat recompute not
-counted, the usual MFU convention):
-
-    forward per position = 2 * N_matmul + 4 * D * sum over attention layers of ctx_layer
-
-where N_matmul counts the weights of every matmul a position goes through (projections, SwiGLU,
-tied output head; the embedding lookup is free) and ctx_layer is the number of keys a query sees:
-min(W + 1, T_pos) for sliding-window layers (W = -1: (T_pos + 1) / 2 on average, causal),
-P for the chunk encoder (bidirectional within a chunk), K * P' for GCA. DRT runs on
-T_pos = C * P positions (landmarks included) for T raw tokens, so its cost per raw token is
-scaled by P / S. MFU = FLOPs/token * tokens/s / (devices * peak FLOP/s of one device).
+FLOPs per token come from the model's class (``gca_jax.modeling.flops_per_token``, the
+convention in ``gca_jax/modeling/flops.py``); MFU = FLOPs/token * tokens/s / (devices * peak
+FLOP/s of one device).
 """
 
 import json
@@ -19,31 +11,10 @@ import os
 
 import jax
 
-from gca_jax.config import ModelConfig
-
 logger = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per device (vendor figures, no sparsity).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
-
-
-def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per raw token (fwd + bwd) of ``cfg`` at sequence length T = seq_len."""
-    d, f, v = cfg.hidden_size, cfg.mlp_hidden, cfg.vocab_size
-    kv = cfg.num_kv_heads * cfg.head_dim
-    swa_mm = 2 * d * d + 2 * d * kv + 3 * d * f
-    drt = cfg.model_type == "drt"
-    positions = seq_len * cfg.slots_per_chunk // cfg.chunk_len if drt else seq_len
-    ctx = (positions + 1) / 2 if cfg.window == -1 else min(cfg.window + 1, positions)
-    layers = cfg.num_layers
-    mm = layers * swa_mm + d * v
-    attn = layers * ctx
-    if drt:
-        upper = layers - cfg.decoder_layers[0]
-        mm += upper * 2 * d * d + cfg.encoder_layers * (4 * d * d + 3 * d * f) + 2 * d * d
-        attn += upper * cfg.chunk_topk * cfg.memory_slots + cfg.encoder_layers * cfg.slots_per_chunk
-    forward = 2 * mm + 4 * d * attn
-    return 3.0 * forward * positions / seq_len
 
 
 def peak_flops(device: jax.Device) -> float | None:

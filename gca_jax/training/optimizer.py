@@ -1,4 +1,4 @@
-"""AdamW with linear warmup and cosine decay to ``min_lr`` (spec §7), gradient clipping included.
+"""AdamW, linear warmup, cosine decay to ``min_lr`` (docs/spec.md §7), gradient clipping included.
 
 Faithful to the original (transformers AdamW, betas (0.9, 0.95), eps 1e-6, decoupled weight decay
 on every parameter, global-norm clipping at 1.0) with one deliberate change: the cosine decays to

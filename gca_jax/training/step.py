@@ -5,7 +5,7 @@ accumulation equals the big batch exactly, padding included; an optional ``weigh
 entry weighs tokens in the loss, see ``next_token_loss``), clip, Adam, decoupled weight decay,
 lr from the step counter. A step whose loss or gradient norm is not finite is *skipped*: the
 parameters and optimiser state are kept, ``skipped`` counts it and the step counter still
-advances (as the original's GradScaler does, spec §7).
+advances (as the original's GradScaler does, docs/spec.md §7).
 
 The Gumbel key of step n is ``fold_in(key(train.seed), n)`` (then folded with the micro-batch
 index), so a resumed run draws exactly the noise of an uninterrupted one.
