@@ -3,7 +3,7 @@
 PYTHONPATH=. python3 scripts/niah_needle_chunks.py --corpus data/pydocs/validation \
     --shape 4096,64,8 --shape 512,16,4
 
-For each --shape T,S,K: over --samples 2-hop samples (spec §6.4; 4 needles
+For each --shape T,S,K: over --samples 2-hop samples (docs/spec.md §6.4; 4 needles
 "|DEF a -> b|"), the number of distinct chunks of S tokens the needles touch, and the fraction
 of samples where they are at most K, i.e. where one retrieval group can hold every needle at
 once and answer without a second hop (docs/results.md).

@@ -1,4 +1,4 @@
-"""A training mix of LM windows and NIAH samples, for NIAH fine-tuning (spec §6.6).
+"""A training mix of LM windows and NIAH samples, for NIAH fine-tuning (docs/spec.md §6.6).
 
 Sample i first takes the training window i (exactly as `make_train_dataset`, so the haystacks are
 random T-token windows of the corpus), then draws its kind from `probabilities` with
@@ -108,7 +108,7 @@ def make_niah_mix_dataset(
     if any(v < 0 for v in probabilities.values()) or not np.isclose(probs.sum(), 1.0):
         raise ValueError(f"{probabilities=} must be non-negative and sum to 1")
     if seq_len % chunk_size:
-        raise ValueError(f"{seq_len=} must be a multiple of {chunk_size=} (spec §6.1)")
+        raise ValueError(f"{seq_len=} must be a multiple of {chunk_size=} (docs/spec.md §6.1)")
     stream = TokenStream(corpus_dir)
     manifest_lib.check_tokenizer_matches(stream.manifest, tokenizer.identity)
     if stream.num_tokens < seq_len:

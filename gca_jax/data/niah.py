@@ -1,9 +1,10 @@
-"""Needle-in-a-haystack (passkey) tasks, exact to spec §6, with any tokenizer's ids.
+"""Needle-in-a-haystack (passkey) tasks, exact to docs/spec.md §6, with any tokenizer's ids.
 
 A sample is built from a haystack of T corpus tokens, T % c == 0 with c the chunk size (= the
-model's S, spec §6.1 and §9.15). Needles are inserted into the haystack (shifting it right), then
-the question overwrites the end so that its answer starts at position T - c + 1, i.e. **slot 1 of
-the last chunk**, and pad fills everything after the answer (the original's -100 tail).
+model's S, docs/spec.md §6.1 and §9.15). Needles are inserted into the haystack (shifting it
+right), then the question overwrites the end so that its answer starts at position T - c + 1,
+i.e. **slot 1 of the last chunk**, and pad fills everything after the answer (the original's -100
+tail).
 
 Worked example for the single passkey, c = 63, GPT-2 ids (Q = 11 question ids, n = 10 passkey ids):
 
@@ -17,8 +18,8 @@ Worked example for the single passkey, c = 63, GPT-2 ids (Q = 11 question ids, n
 final_pos = T - c + 1       the first answer token
 ```
 
-Multi-key (§6.3) and multi-hop (§6.4) score the **last** answer token instead: final_pos =
-T - c + answer_len. Scoring (§6.5) is a single-token argmax: a hit iff
+Multi-key (docs/spec.md §6.3) and multi-hop (§6.4) score the **last** answer token instead:
+final_pos = T - c + answer_len. Scoring (docs/spec.md §6.5) is a single-token argmax: a hit iff
 `argmax(logits[final_pos - 1]) == tokens[final_pos]` (see `is_hit`).
 
 Unlike the original (seeded from the haystack and, for multi/multi-hop, from unseeded globals),
@@ -35,13 +36,14 @@ import grain
 import numpy as np
 
 TASKS = ("single", "multi", "multihop")
-# Default passkey length per task (spec §6.2-6.4): 10 when training single; 5 for multi/multihop.
+# Default passkey length per task (docs/spec.md §6.2-6.4): 10 when training single; 5 for
+# multi/multihop.
 DEFAULT_PASSKEY_LEN = {"single": 10, "multi": 5, "multihop": 5}
 
 
 @dataclasses.dataclass(frozen=True)
 class NiahTemplates:
-    """The needle and question strings of spec §6.1, encoded piecewise with one tokenizer.
+    """The needle and question strings of docs/spec.md §6.1, encoded piecewise with one tokenizer.
 
     Attributes:
         pieces: template string -> its int32 ids.
@@ -93,7 +95,7 @@ def _insert(hay: np.ndarray, needles: list[np.ndarray], positions: np.ndarray) -
 
 
 def _finish(seq, query, answer_len, *, length, chunk_size, pad_id) -> tuple[np.ndarray, int]:
-    """Truncate to T, put `query` so its answer starts at T - c + 1, pad the rest (spec §6.2)."""
+    """Truncate to T, put `query` so its answer starts at T - c + 1, pad (docs/spec.md §6.2)."""
     answer_start = length - chunk_size + 1
     q_start = answer_start - (query.shape[0] - answer_len)
     out = np.full((length,), pad_id, dtype=np.int32)
@@ -103,15 +105,15 @@ def _finish(seq, query, answer_len, *, length, chunk_size, pad_id) -> tuple[np.n
 
 
 def _single(hay, tpl, rng, *, chunk_size, n):
-    """Single passkey, spec §6.2."""
+    """Single passkey, docs/spec.md §6.2."""
     length = hay.shape[0]
     pk = rng.choice(tpl.passkey_vocab, size=n)
     needle = tpl.cat("|", "The passkey is:", pk, "|")
     q_len = tpl.pieces["|What is the passkey? The passkey is"].shape[0]
     q_start = length - chunk_size + 1 - q_len
-    # Spec §6.2 draws start in [0, T - 2c - N). When the question is longer than a chunk (small c,
-    # byte ids) the needle must also end before the question starts; for GPT-2 ids and c >= 10
-    # that bound is looser than the original one, so the original distribution is kept.
+    # docs/spec.md §6.2 draws start in [0, T - 2c - N). When the question is longer than a chunk
+    # (small c, byte ids) the needle must also end before the question starts; for GPT-2 ids and
+    # c >= 10 that bound is looser than the original one, so the original distribution is kept.
     high = min(length - 2 * chunk_size - needle.shape[0], q_start - needle.shape[0] + 1)
     if high <= 0:
         raise ValueError(
@@ -127,7 +129,7 @@ def _single(hay, tpl, rng, *, chunk_size, n):
 
 
 def _place_needles(hay, needles, query, answer_len, rng, chunk_size):
-    """Shuffle needles and insert them at sorted distinct positions before the query (§6.3)."""
+    """Shuffle needles, insert at sorted distinct positions before the query (docs/spec.md §6.3)."""
     length = hay.shape[0]
     order = rng.permutation(len(needles))
     needles = [needles[i] for i in order]
@@ -140,7 +142,7 @@ def _place_needles(hay, needles, query, answer_len, rng, chunk_size):
 
 
 def _multi(hay, tpl, rng, *, chunk_size, n):
-    """Multi-key: 6 needles over 12 variables, query for var0 -> var1, spec §6.3."""
+    """Multi-key: 6 needles over 12 variables, query for var0 -> var1, docs/spec.md §6.3."""
     var = [rng.choice(tpl.passkey_vocab, size=n) for _ in range(12)]
     needles = [
         tpl.cat("|One of the special magic numbers for ", var[2 * g], " is ", var[2 * g + 1], "|")
@@ -155,7 +157,7 @@ def _multi(hay, tpl, rng, *, chunk_size, n):
 
 
 def _multihop(hay, tpl, rng, *, chunk_size, n):
-    """Multi-hop: chains var[3g] -> var[3g+1] -> var[3g+2], g in {0, 1}; spec §6.4."""
+    """Multi-hop: chains var[3g] -> var[3g+1] -> var[3g+2], g in {0, 1}; docs/spec.md §6.4."""
     var = [rng.choice(tpl.passkey_vocab, size=n) for _ in range(6)]
     needles = [
         tpl.cat("|DEF", var[3 * g + h], "->", var[3 * g + h + 1], "|")
@@ -227,7 +229,7 @@ def make_niah_sample(
 
 
 def is_hit(logits_TxV: np.ndarray, tokens_T: np.ndarray, final_pos: int) -> bool:
-    """Spec §6.5 scoring: argmax of the logits at final_pos - 1 equals the token at final_pos."""
+    """Scoring of docs/spec.md §6.5: argmax of the logits at final_pos - 1 == token at final_pos."""
     return int(np.argmax(logits_TxV[final_pos - 1])) == int(tokens_T[final_pos])
 
 
@@ -282,7 +284,7 @@ class NiahSource:
         if task not in TASKS:
             raise ValueError(f"{task=} must be one of {TASKS}")
         if seq_len % chunk_size:
-            raise ValueError(f"{seq_len=} must be a multiple of {chunk_size=} (spec §6.1)")
+            raise ValueError(f"{seq_len=} must be a multiple of {chunk_size=} (docs/spec.md §6.1)")
         self.templates = NiahTemplates.from_tokenizer(tokenizer)
         self.task, self.seq_len, self.chunk_size, self.seed = task, seq_len, chunk_size, seed
         self.passkey_len, self.random_windows = passkey_len, random_windows

@@ -1,8 +1,8 @@
 """grain pipelines over a prepared corpus: random training windows and consecutive eval windows.
 
-The corpus is read as one token stream: documents in manifest order, each ending with EOT (spec
-§5.3). `TokenStream.read(start, n)` returns stream tokens [start, start + n), wrapping around at the
-end.
+The corpus is read as one token stream: documents in manifest order, each ending with EOT
+(docs/spec.md §5.3). `TokenStream.read(start, n)` returns stream tokens [start, start + n),
+wrapping around at the end.
 
 Training sample `i` is a window whose start is drawn from `np.random.default_rng((seed, i))`,
 uniform over [0, num_tokens - T] (or, with `align_to_doc_start`, the start of a uniformly drawn
@@ -95,7 +95,7 @@ class RandomWindows:
         return _NUM_TRAIN_SAMPLES
 
     def start(self, index: int) -> int:
-        """Stream offset of sample `index` (spec §5.3: uniform over the stream)."""
+        """Stream offset of sample `index` (docs/spec.md §5.3: uniform over the stream)."""
         rng = np.random.default_rng((self.seed, index))
         if self.align_to_doc_start:
             return int(self.stream.doc_starts[rng.integers(self.stream.doc_lengths.size)])
@@ -106,7 +106,7 @@ class RandomWindows:
 
 
 class _ConsecutiveWindows:
-    """Random-access source of the non-overlapping windows [i*T, (i+1)*T) (spec §5.4)."""
+    """Random-access source of the non-overlapping windows [i*T, (i+1)*T) (docs/spec.md §5.4)."""
 
     def __init__(self, stream: TokenStream, seq_len: int, max_windows: int | None):
         self.stream, self.seq_len = stream, seq_len
@@ -147,7 +147,7 @@ def make_train_dataset(
     num_threads: int = 2,
     tokenizer_identity: dict | None = None,
 ) -> grain.IterDataset:
-    """Infinite, deterministic stream of random training windows (spec §5.3).
+    """Infinite, deterministic stream of random training windows (docs/spec.md §5.3).
 
     Args:
         corpus_dir: a prepared corpus directory.
@@ -216,7 +216,7 @@ def make_eval_dataset(
     drop_remainder: bool = False,
     tokenizer_identity: dict | None = None,
 ) -> grain.MapDataset:
-    """Consecutive non-overlapping windows [i*T, (i+1)*T), i < num_tokens // T (spec §5.4).
+    """Consecutive non-overlapping windows [i*T, (i+1)*T), i < num_tokens // T (docs/spec.md §5.4).
 
     Args:
         corpus_dir: a prepared corpus directory.

@@ -1,14 +1,15 @@
-"""Summarization formatting for XSum / CNN-DailyMail fine-tuning and generation (spec §8).
+"""Summarization formatting for XSum / CNN-DailyMail fine-tuning and generation (docs/spec.md §8).
 
 An example is `prompt = document ids + enc("|Summary") + enc(":")` followed by `summary ids + EOT`.
 The prompt is left-padded with pad to a length of k * c + 1 (c = the model's S), so that generation
 can feed the first k * c ids as whole chunks and force the final ":" as the first decoded token.
 The loss covers document and summary tokens alike (pad excluded), as in the original.
 
-**Deliberate fix (spec §8, §9.22).** When `len(prompt) + len(summary) > max_len`, the original cuts
-the end of the prompt, which removes the "|Summary:" cue from exactly the long documents. Here the
-summary is still truncated to its last `max_sum_len` ids, but it is the *document* that is cut (its
-beginning is kept) and the cue always ends the prompt; the prompt keeps its k * c + 1 length.
+**Deliberate fix (docs/spec.md §8, §9.22).** When `len(prompt) + len(summary) > max_len`, the
+original cuts the end of the prompt, which removes the "|Summary:" cue from exactly the long
+documents. Here the summary is still truncated to its last `max_sum_len` ids, but it is the
+*document* that is cut (its beginning is kept) and the cue always ends the prompt; the prompt keeps
+its k * c + 1 length.
 
 Worked example, c = 4, max_len = 12, bytes-like ids, cue = "|S:" (3 ids), summary "ab" + EOT:
 document "0123456789" does not fit; the prompt budget is 12 - 3 = 9 = 2 * 4 + 1, so the prompt is
@@ -77,12 +78,12 @@ def _left_pad(ids: np.ndarray, length: int, pad_id: int) -> np.ndarray:
 
 
 def _aligned(n: int, c: int) -> int:
-    """The original's padded prompt length ceil(n / c) * c + 1 (always > n; spec §8)."""
+    """The original's padded prompt length ceil(n / c) * c + 1 (always > n; docs/spec.md §8)."""
     return -(-n // c) * c + 1
 
 
 def format_example(document_ids, summary_ids, fmt: SummarizationFormat) -> dict:
-    """Format one (document, summary) pair for training (spec §8 collator, cue fix applied).
+    """Format one (document, summary) pair for training (docs/spec.md §8 collator, cue fix applied).
 
     Args:
         document_ids: int ids of the document.
@@ -112,7 +113,7 @@ def format_example(document_ids, summary_ids, fmt: SummarizationFormat) -> dict:
 
 
 def generation_prompt(document_ids, fmt: SummarizationFormat) -> tuple[np.ndarray, int]:
-    """Prompt for generation (spec §8): left-padded k*c ids, and the held-out ":" as first token.
+    """Generation prompt (docs/spec.md §8): left-padded k*c ids, and the held-out ":" to force.
 
     Returns:
         `(prompt int32 (k * c,), first_token_id)`; no truncation, as in the original.

@@ -1,6 +1,6 @@
 """Tokenizers: the built-in byte tokenizer and Hugging Face BPE files (GPT-2 or trained here).
 
-Special ids are fixed so that model configs can name them (spec §5.2):
+Special ids are fixed so that model configs can name them (docs/spec.md §5.2):
 
 - byte tokenizer: ids 0..255 are bytes, eot 256, pad 257, landmark 258, vocab 259;
 - GPT-2 BPE: eot 50256 (`<|endoftext|>`), pad 50257 (`<|REDUCE|>`), landmark 50264 (`<chunk>`),
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 BYTES_SPEC = "bytes"
 EOT_TOKEN = "<|endoftext|>"
-# Extra tokens of the original config/gpt2-small vocab, in id order 50257..50264 (spec §5.2).
+# Extra tokens of the original GPT-2 vocab, in id order 50257..50264 (docs/spec.md §5.2).
 GPT2_EXTRA_TOKENS = (
     "<|REDUCE|>",
     "<|pad|>",
@@ -178,7 +178,7 @@ class HFTokenizer:
 
     @property
     def special_ids(self) -> frozenset[int]:
-        """Ids of `<|endoftext|>` and the eight extra tokens (spec §5.2)."""
+        """Ids of `<|endoftext|>` and the eight extra tokens (docs/spec.md §5.2)."""
         return self._special_ids
 
     def encode(self, text: str) -> list[int]:

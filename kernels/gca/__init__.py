@@ -1,7 +1,7 @@
 """Grouped Cross Attention (GCA): public ops with a backend switch.
 
 ``gca_attention`` (training and full-sequence evaluation) and ``gca_decode`` (inference, forward
-only). Contract (DESIGN.md §4):
+only). Contract (docs/architecture.md, "Contracts"):
 
     out[b, c] = sum_k w[b, c, k] * softmax_j(q[b, c] @ keys[b, idx[b, c, k]].T * scale)
                                   @ values[b, idx[b, c, k]]
@@ -76,7 +76,7 @@ def gca_attention(
     """Grouped Cross Attention of each query chunk over its K retrieved memory chunks.
 
     One softmax per retrieved chunk over its S slots (no masking inside a chunk), in float32; the
-    K per-chunk outputs are summed with weights w in float32 (seed-spec §2.2). Differentiable in
+    K per-chunk outputs are summed with weights w in float32 (docs/spec.md §2.2). Differentiable in
     q, keys, values and w. Padding slots (w = 0) may hold any index in [0, E); duplicates are
     allowed. The Pallas backends read retrieved chunks by index inside the kernel, never
     materialising the gathered (B, C, K, S, H, d) tensor, forward or backward.

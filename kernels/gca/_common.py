@@ -27,7 +27,7 @@ class GcaBlockConfig:
       num_stages_bwd: pipelining stages of the backward kernels.
       use_tf32_probs: for 16-bit inputs, keep probabilities and dS in float32 and multiply them
         at TF32 precision instead of casting them to the input dtype (the original kernel's
-        choice, seed-spec §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
+        choice, docs/spec.md §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
       use_cache_hints: L2 eviction hints on loads: keep what other programs re-read (memory
         chunks in the forward and dq kernels; q and dO in the dK/dV kernel), stream the rest.
     """

@@ -13,7 +13,7 @@ Contract (same as kernels/gca/reference.py):
   h // (H // Hkv)).
 - Dtypes: float32, bfloat16, float16; q, keys and values share one. Scores, softmax and the
   weighted sum are float32; probabilities and dS are cast to the input dtype before their dots
-  (as the original kernel, seed-spec §2.2-2.3) unless GcaBlockConfig.use_tf32_probs. float32
+  (as the original kernel, docs/spec.md §2.2-2.3) unless GcaBlockConfig.use_tf32_probs. float32
   inputs multiply at IEEE precision (no TF32).
 - Softmax in base 2: on the GPU each exp2 is one ex2.approx.ftz.f32 (probabilities below
   2**-126 of a row's largest flush to 0); interpret mode uses jnp.exp2.

@@ -1,6 +1,6 @@
 """Backward of the GCA Pallas-Triton kernels: dq (+ delta), dK/dV over memory rows, dw.
 
-Maths (seed-spec §2.3), per query chunk c, retrieved slot k (memory row e = idx[c, k]) and head:
+Maths (docs/spec.md §2.3), per query chunk c, retrieved slot k (memory row e = idx[c, k]) and head:
 
     P_k = exp2(s_k * LOG2_E - lse2_k)            probabilities recomputed from the saved LSE
     dP_k = dO V_e^T

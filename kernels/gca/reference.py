@@ -1,13 +1,13 @@
 """Pure-jnp reference for Grouped Cross Attention (GCA): the ground truth for every backend.
 
-Contract (DESIGN.md §4, seed-spec §2.2):
+Contract (DESIGN.md §4, docs/spec.md §2.2):
 
     out[b, c] = sum_k w[b, c, k] * softmax_j(q[b, c] @ keys[b, idx[b, c, k]].T * scale)
                                   @ values[b, idx[b, c, k]]
 
 One softmax per retrieved chunk over its S (= P' = 64) slots, with no masking inside a chunk;
 scores, softmax and the weighted sum are float32. GQA: query head h reads kv head h // (H // Hkv)
-(``repeat_interleave`` semantics, seed-spec §2.1).
+(``repeat_interleave`` semantics, docs/spec.md §2.1).
 
 This module is written for clarity and is differentiated by plain autodiff: it never defines a
 custom VJP, so its gradient is the oracle for the Pallas backward. It does gather the retrieved

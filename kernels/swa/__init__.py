@@ -1,4 +1,4 @@
-"""Causal sliding-window attention with ALiBi: public ops and backend switch (spec §1.5).
+"""Causal sliding-window attention with ALiBi: public ops and backend switch (docs/spec.md §1.5).
 
 ``sliding_window_attention`` runs the blocked jnp reference (``"xla"``) or the Pallas-Triton
 kernels (``"pallas"`` on GPU, ``"interpret"`` on CPU); ``"auto"`` picks Pallas on GPU when the

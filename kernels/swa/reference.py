@@ -1,4 +1,4 @@
-"""Pure-jnp reference for causal sliding-window attention with ALiBi (the spec, spec §1.5).
+"""Pure-jnp reference for causal sliding-window attention with ALiBi (the spec, docs/spec.md §1.5).
 
 Key j is visible from query i iff ``0 <= i - j <= W`` (``W = -1``: full causal). The logit is
 ``(q_i . k_j) * scale - slope_h * (i - j)``, followed by a plain softmax over the visible keys.

@@ -1,4 +1,4 @@
-"""Passkey scoring (spec §6.5): 100% where the answer is certain, chance on a random model,
+"""Passkey scoring (docs/spec.md §6.5): 100% where the answer is certain, chance on a random model,
 Wilson intervals, and the CLI end to end (JSON, plot, tokenizer mismatch)."""
 
 import json

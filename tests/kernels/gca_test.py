@@ -149,7 +149,7 @@ def test_row_tilings_match_reference(rows, block_q, block_q_dkv):
 
 
 def test_p65_gradient_of_row_64():
-    """The original kernel never writes dq of query row 64 when P = 65 (seed-spec §2.5)."""
+    """The original kernel never writes dq of query row 64 when P = 65 (docs/spec.md §2.5)."""
     spec = SPECS["k3_gqa_p65"]
     grads, ref_grads = check_against_reference(spec, jnp.float32, seed=3, zero_fraction=0.0)
     dq_row64, ref_row64 = grads[0][:, :, 64], ref_grads[0][:, :, 64]
@@ -306,7 +306,7 @@ def test_contract_violations_raise():
 
 
 def _lowered_text(fn, *args):
-    mesh = AbstractMesh((), (), (), abstract_device=H200)  # Empty mesh: see jax-stack §2.3.
+    mesh = AbstractMesh((), (), (), abstract_device=H200)  # Empty mesh: docs/stack-notes.md §2.
     with use_abstract_mesh(mesh):
         return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
 

@@ -1,4 +1,4 @@
-"""Per-dtype tolerances shared by the kernel tests (DESIGN.md §6, STYLE.md "Tests").
+"""Per-dtype tolerances shared by the kernel tests (docs/architecture.md, "Testing").
 
 Each entry is a relative tolerance: ``|actual - expected| <= tol * (|expected| + M)`` with
 ``M = max(max|expected|, 1)``: relative to each element and to the tensor's scale, so near-zero
