@@ -34,10 +34,16 @@ _OPTIONS = (
 
 def main(argv=None) -> int:
     """Run the CLI; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m train.prepare", description=__doc__)
+    formats = "".join(f"\n  {s.name:10} {s.inputs}: {s.notes}" for s in sources.SOURCES.values())
+    p = argparse.ArgumentParser(
+        prog="python -m train.prepare",
+        description=__doc__,
+        epilog="formats:" + formats,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("inputs", nargs="*", help="input files/directories (tfds: the dataset name)")
     p.add_argument("--out", required=True, help="corpus directory to create or resume")
-    p.add_argument("--format", required=True, choices=sources.FORMATS)
+    p.add_argument("--format", required=True, choices=sources.FORMATS, help="see formats below")
     for flag, dest, kw in _OPTIONS:
         p.add_argument(flag, dest=dest, **kw)
     args = p.parse_args(argv)

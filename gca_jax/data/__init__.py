@@ -1,15 +1,16 @@
 """Data layer: tokenizers, corpus preparation, grain pipelines, NIAH and summarization tasks.
 
-Submodules are imported on demand; this package re-exports the API the trainer and evaluator use.
-tensorflow-datasets is only imported by `gca_jax.data.tfds_source` when a tfds source is asked for.
+This package re-exports the API the trainer and evaluator use. Source formats live in
+`gca_jax.data.sources`, one module each behind one registry; tensorflow-datasets is only imported by
+`gca_jax.data.sources.tfds` when a tfds source is asked for.
 """
 
-from gca_jax.data.builtin import builtin_documents, prepare_builtin_corpus
 from gca_jax.data.manifest import check_tokenizer_matches, read_manifest
 from gca_jax.data.mix import make_niah_mix_dataset
 from gca_jax.data.niah import NiahSource, NiahTemplates, is_hit, make_niah_dataset, make_niah_sample
 from gca_jax.data.pipeline import TokenStream, make_eval_dataset, make_train_dataset
-from gca_jax.data.prepare import prepare_corpus
+from gca_jax.data.prepare import prepare_builtin_corpus, prepare_corpus
+from gca_jax.data.sources.builtin import builtin_documents
 from gca_jax.data.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [

@@ -1,12 +1,13 @@
 """Corpus preparation: local inputs -> ArrayRecord shards of token ids + manifest.json.
 
-Each shard task (see `sources.plan_shards`) becomes `shard-<i>.array_record` (one record per
-document: its token ids followed by EOT, as raw bytes of the manifest's `token_dtype`),
-`<shard>.lengths.npy`, and last a `<shard>.done.json` marker, written atomically. The marker is the
-commit point: a re-run skips shards that have one and redoes the others, so an interrupted run
-resumes without losing or duplicating work. Everything that can be checked before tokenizing (paths,
-format, tokenizer, a directory prepared differently) raises `ValueError` before any shard is
-written.
+`prepare_corpus` prepares any registered source format (`gca_jax.data.sources`);
+`prepare_builtin_corpus` is its shortcut for the embedded default corpus. Each shard task (see
+`sources.plan_shards`) becomes `shard-<i>.array_record` (one record per document: its token ids
+followed by EOT, as raw bytes of the manifest's `token_dtype`), `<shard>.lengths.npy`, and last a
+`<shard>.done.json` marker, written atomically. The marker is the commit point: a re-run skips
+shards that have one and redoes the others, so an interrupted run resumes without losing or
+duplicating work. Everything that can be checked before tokenizing (paths, format, options,
+tokenizer, a directory prepared differently) raises `ValueError` before any shard is written.
 """
 
 from __future__ import annotations
@@ -177,12 +178,12 @@ def prepare_corpus(
     """Tokenize local inputs into a corpus directory (resumable).
 
     Args:
-        inputs: input files/directories (for `tfds`, the dataset name).
+        inputs: input files/directories (for `tfds`, the dataset name; for `builtin`, none).
         out_dir: corpus directory to create or resume.
-        format: one of `sources.FORMATS`.
+        format: one of `sources.FORMATS` (see docs/data.md §3).
         tokenizer: "bytes" or a tokenizer.json path (see `load_tokenizer`).
         split: split to read (PG-19 / proof-pile subdirectory, tfds split); kept in the manifest.
-        text_field: record field with the text (jsonl/parquet/tfds).
+        text_field: record field with the text (jsonl/proofpile/parquet/tfds).
         num_workers: tokenizer processes; 1 runs in this process.
         files_per_shard: documents per shard for one-file-per-document formats.
         records_per_shard: records per shard for tfds.
@@ -197,7 +198,8 @@ def prepare_corpus(
         and `text_bytes` (tokenized now, reused shards excluded).
 
     Raises:
-        ValueError: bad inputs or an output directory holding another tokenizer or plan.
+        ValueError: bad inputs, an unknown format (the message lists the known ones), an option
+            the format does not use, or an output directory holding another tokenizer or plan.
     """
     out_dir = os.fspath(out_dir)
     plan = sources.plan_shards(
@@ -244,6 +246,25 @@ def prepare_corpus(
         if progress:
             progress(result, len(plan))
     return _finish(out_dir, base, [results[i] for i in range(len(plan))], start)
+
+
+def prepare_builtin_corpus(
+    out_dir: str | os.PathLike, tokenizer: str = "bytes", *, split: str = "train"
+) -> dict:
+    """Prepare the embedded corpus (`sources.builtin`) into `out_dir`, resumable like any corpus.
+
+    Args:
+        out_dir: corpus directory to write.
+        tokenizer: "bytes" or a tokenizer.json path.
+        split: "train" or "validation".
+
+    Returns:
+        The manifest (see `prepare_corpus`).
+
+    Raises:
+        ValueError: an unknown split (before anything is written) or a mismatched `out_dir`.
+    """
+    return prepare_corpus([], out_dir, format="builtin", tokenizer=tokenizer, split=split)
 
 
 def _run(todo, num_workers):

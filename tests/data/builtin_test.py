@@ -1,3 +1,5 @@
+import pytest
+
 from gca_jax.data import TokenStream, builtin_documents, load_tokenizer, prepare_builtin_corpus
 
 
@@ -19,7 +21,8 @@ def test_prepare_builtin_corpus_and_rerun(tmp_path):
 
 
 def test_builtin_rejects_unknown_split(tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="split='test' must be one of"):
         prepare_builtin_corpus(tmp_path / "c", split="test")
+    assert not (tmp_path / "c").exists()  # Checked while planning, before anything is written.
+    with pytest.raises(ValueError, match="split='test' must be one of"):
+        builtin_documents("test")

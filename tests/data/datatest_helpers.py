@@ -35,3 +35,19 @@ def write_docs(directory, docs, *, names=None) -> list[str]:
             f.write(text)
         paths.append(path)
     return paths
+
+
+def corpus_documents(corpus_dir) -> list[str]:
+    """Decoded documents of a prepared corpus (EOT stripped), checking each ends with EOT."""
+    from gca_jax.data import TokenStream, load_tokenizer, read_manifest
+
+    manifest = read_manifest(corpus_dir)
+    spec = manifest["tokenizer_spec"]
+    tok = load_tokenizer(spec if spec == "bytes" else os.path.join(corpus_dir, spec))
+    stream = TokenStream(corpus_dir)
+    out = []
+    for i in range(manifest["num_documents"]):
+        ids = stream.document(i)
+        assert ids[-1] == tok.eot_id
+        out.append(tok.decode(ids[:-1]))
+    return out

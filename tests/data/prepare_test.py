@@ -4,26 +4,9 @@ import os
 
 import numpy as np
 import pytest
-from datatest_helpers import make_docs, write_docs
+from datatest_helpers import corpus_documents, make_docs, write_docs
 
 from gca_jax.data import TokenStream, load_tokenizer, prepare, read_manifest
-
-
-def _documents(corpus_dir):
-    """Decoded documents of a corpus (EOT stripped), checking each ends with EOT."""
-    manifest = read_manifest(corpus_dir)
-    tok = load_tokenizer(
-        "bytes"
-        if manifest["tokenizer_spec"] == "bytes"
-        else os.path.join(corpus_dir, manifest["tokenizer_spec"])
-    )
-    stream = TokenStream(corpus_dir)
-    out = []
-    for i in range(manifest["num_documents"]):
-        ids = stream.document(i)
-        assert ids[-1] == tok.eot_id
-        out.append(tok.decode(ids[:-1]))
-    return out
 
 
 def test_text_round_trip_bytes(byte_corpus, docs):
@@ -32,7 +15,7 @@ def test_text_round_trip_bytes(byte_corpus, docs):
     assert manifest["num_tokens"] == sum(len(d.encode()) + 1 for d in docs)
     assert len(manifest["shards"]) == 4 and manifest["skipped"] == {}
     assert manifest["token_dtype"] == "uint16"
-    assert _documents(byte_corpus) == docs
+    assert corpus_documents(byte_corpus) == docs
 
 
 def test_text_round_trip_bpe(tmp_path, docs, tiny_bpe_path):
@@ -43,7 +26,7 @@ def test_text_round_trip_bpe(tmp_path, docs, tiny_bpe_path):
     )
     assert manifest["tokenizer"] == load_tokenizer(tiny_bpe_path).identity
     assert os.path.isfile(out / "tokenizer.json")  # The corpus carries its tokenizer.
-    assert _documents(out) == docs[:8]
+    assert corpus_documents(out) == docs[:8]
 
 
 def test_train_tokenizer_option(tmp_path, docs):
@@ -54,7 +37,7 @@ def test_train_tokenizer_option(tmp_path, docs):
     )
     assert manifest["tokenizer"]["vocab_size"] == 320
     assert load_tokenizer(out).identity == manifest["tokenizer"]
-    assert _documents(out) == docs[:10]
+    assert corpus_documents(out) == docs[:10]
 
 
 def test_pg19_layout_and_split(tmp_path, docs):
@@ -62,10 +45,10 @@ def test_pg19_layout_and_split(tmp_path, docs):
     write_docs(tmp_path / "pg19" / "validation", docs[3:5], names=["7.txt", "8.txt"])
     out = tmp_path / "val"
     prepare.prepare_corpus([str(tmp_path / "pg19")], out, format="pg19", split="validation")
-    assert _documents(out) == docs[3:5]
+    assert corpus_documents(out) == docs[3:5]
     out = tmp_path / "train"
     prepare.prepare_corpus([str(tmp_path / "pg19")], out, format="pg19", split="train")
-    assert _documents(out) == [docs[0], docs[1]]  # Sorted names; README.md is not a book.
+    assert corpus_documents(out) == [docs[0], docs[1]]  # Sorted names; README.md is not a book.
 
 
 def test_jsonl_and_gzip_with_bad_lines(tmp_path, docs):
@@ -83,7 +66,7 @@ def test_jsonl_and_gzip_with_bad_lines(tmp_path, docs):
     manifest = prepare.prepare_corpus(
         [str(tmp_path / "in")], out, format="jsonl", text_field="body"
     )
-    assert _documents(out) == docs[:5]
+    assert corpus_documents(out) == docs[:5]
     assert manifest["skipped"] == {"bad_record": 2, "empty": 1}
 
 
@@ -99,7 +82,7 @@ def test_proofpile_keeps_arxiv_only(tmp_path, docs):
             f.write(json.dumps(r) + "\n")
     out = tmp_path / "c"
     manifest = prepare.prepare_corpus([str(tmp_path / "pp")], out, format="proofpile")
-    assert _documents(out) == [docs[0], docs[2]]
+    assert corpus_documents(out) == [docs[0], docs[2]]
     assert manifest["skipped"] == {"filtered": 1}
 
 
@@ -115,7 +98,7 @@ def test_parquet_columns(tmp_path, docs, dataset, column):
     manifest = prepare.prepare_corpus(
         [str(tmp_path / "pq")], out, format="parquet", text_field=column
     )
-    assert _documents(out) == docs[:4]
+    assert corpus_documents(out) == docs[:4]
     assert manifest["skipped"] == {"empty": 1}
     with pytest.raises(ValueError, match="has no column text_field='summary'"):
         prepare.prepare_corpus(
@@ -179,7 +162,7 @@ def test_interrupted_run_resumes(tmp_path, docs):
         *args, tmp_path / "c", progress=lambda r, t: seen.append(r.reused), **kwargs
     )
     assert manifest["shards_reused"] == 3 and seen.count(False) == 2
-    assert _documents(tmp_path / "c") == docs[:10]
+    assert corpus_documents(tmp_path / "c") == docs[:10]
     # A shard whose marker is lost is redone; the others are kept.
     os.remove(tmp_path / "c" / "shard-00001.array_record.done.json")
     manifest = prepare.prepare_corpus(*args, tmp_path / "c", **kwargs)
@@ -216,15 +199,17 @@ def test_text_holdout_splits_are_disjoint(tmp_path, docs):
     kw = dict(format="text", holdout_every=4)
     prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "v", split="validation", **kw)
     prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "t", split="train", **kw)
-    assert _documents(tmp_path / "v") == [docs[0], docs[4], docs[8]]
-    assert sorted(_documents(tmp_path / "t") + _documents(tmp_path / "v")) == sorted(docs[:10])
+    assert corpus_documents(tmp_path / "v") == [docs[0], docs[4], docs[8]]
+    assert sorted(corpus_documents(tmp_path / "t") + corpus_documents(tmp_path / "v")) == sorted(
+        docs[:10]
+    )
     with pytest.raises(ValueError, match="holdout_every=4 needs format='text'"):
         prepare.prepare_corpus(
             [str(tmp_path / "in")], tmp_path / "x", format="pg19", holdout_every=4
         )
 
 
-def test_truncated_gzip_keeps_earlier_documents(tmp_path, docs):
+def test_truncated_gzip_keeps_earliercorpus_documents(tmp_path, docs):
     (tmp_path / "in").mkdir()
     with gzip.open(tmp_path / "full.jsonl.gz", "wt") as f:
         for d in docs:
@@ -234,7 +219,7 @@ def test_truncated_gzip_keeps_earlier_documents(tmp_path, docs):
     manifest = prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "c", format="jsonl")
     assert 0 < manifest["num_documents"] < len(docs)
     assert manifest["skipped"] == {"unreadable": 1}
-    assert _documents(tmp_path / "c") == docs[: manifest["num_documents"]]
+    assert corpus_documents(tmp_path / "c") == docs[: manifest["num_documents"]]
 
 
 def test_mismatched_tokenizer_leaves_directory_untouched(tmp_path, docs, tiny_bpe_path):

@@ -2,7 +2,7 @@ import gzip
 import json
 
 import pytest
-from datatest_helpers import write_docs
+from datatest_helpers import corpus_documents, write_docs
 
 from gca_jax.data import prepare, read_manifest
 
@@ -51,6 +51,35 @@ def test_local_proofpile_keeps_arxiv(tmp_path, docs):
         manual_dir=str(tmp_path / "manual"),
     )
     assert manifest["num_documents"] == 1
+
+
+def test_local_proofpile_matches_the_proofpile_format(tmp_path, docs):
+    # One arXiv filter for both routes: the builder used to abort on the malformed meta string and
+    # the bad lines below, where `--format proofpile` skipped them.
+    (tmp_path / "manual" / "train").mkdir(parents=True)
+    lines = [
+        json.dumps({"text": docs[0], "meta": {"config": "arxiv"}}),
+        json.dumps({"text": docs[1], "meta": "{'config': 'arxiv'}"}),  # Not JSON: not arXiv.
+        json.dumps({"text": docs[2], "meta": json.dumps({"config": "arxiv"})}),
+        "{broken",
+        json.dumps({"meta": {"config": "arxiv"}}),  # No text.
+        json.dumps({"text": "  ", "meta": {"config": "arxiv"}}),
+        json.dumps({"text": docs[3], "meta": {"config": "books"}}),
+    ]
+    with gzip.open(tmp_path / "manual" / "train" / "a.jsonl.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    direct = prepare.prepare_corpus([str(tmp_path / "manual")], tmp_path / "p", format="proofpile")
+    assert direct["skipped"] == {"filtered": 2, "bad_record": 2, "empty": 1}
+    prepare.prepare_corpus(
+        ["local_proofpile"],
+        tmp_path / "t",
+        format="tfds",
+        data_dir=str(tmp_path / "tfds"),
+        manual_dir=str(tmp_path / "manual"),
+    )
+    assert corpus_documents(tmp_path / "p") == [docs[0], docs[2]]
+    # tfds orders the examples by a hash of their keys.
+    assert sorted(corpus_documents(tmp_path / "t")) == [docs[0], docs[2]]
 
 
 def test_tfds_errors(tmp_path):

@@ -1,23 +1,32 @@
-"""`local_proofpile`: the arXiv part of proof-pile from a local copy (spec §5.1).
+"""`local_proofpile`: the arXiv part of proof-pile from a local copy (docs/spec.md §5.1).
 
-Reads `<manual_dir>/{train,dev,test}/*.jsonl.gz` and keeps lines whose `meta.config` is "arxiv".
+Reads `<manual_dir>/{train,dev,test}/*.jsonl[.gz]` through `sources.proofpile.iter_arxiv_documents`,
+the reader of `--format proofpile`, so both routes keep the same documents: arXiv records by the one
+filter `sources.proofpile.is_arxiv`, with bad lines, non-arXiv and empty texts dropped (logged).
 Feature: `text` (Text).
 """
 
-import gzip
-import json
+import collections
+import logging
 import os
 
 import tensorflow_datasets as tfds
 
+from gca_jax.data.sources import proofpile
+
+logger = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
 
 
 class LocalProofpile(tfds.core.GeneratorBasedBuilder):
     """proof-pile arXiv documents from local files."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Local copy of proof-pile (arXiv only), read from manual_dir."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Local copy of proof-pile (arXiv only), read from manual_dir.",
+        "1.1.0": "Reads as `--format proofpile` does: a line that is not JSON, or whose meta "
+        "string is not JSON, is dropped instead of failing the build; empty texts are dropped.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put proof-pile's train/, dev/ and test/ directories of *.jsonl.gz files in manual_dir."
     )
@@ -39,12 +48,10 @@ class LocalProofpile(tfds.core.GeneratorBasedBuilder):
         for name in sorted(os.listdir(directory)):
             if not name.endswith((".jsonl.gz", ".jsonl")):
                 continue
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(os.path.join(directory, name), "rt", encoding="utf-8") as f:
-                for lineno, line in enumerate(f):
-                    record = json.loads(line)
-                    meta = record.get("meta")
-                    if isinstance(meta, str):
-                        meta = json.loads(meta)
-                    if isinstance(meta, dict) and meta.get("config") == "arxiv":
-                        yield f"{name}:{lineno}", {"text": record["text"]}
+            skipped: collections.Counter = collections.Counter()
+            for lineno, text in proofpile.iter_arxiv_documents(
+                os.path.join(directory, name), skipped
+            ):
+                yield f"{name}:{lineno - 1}", {"text": text}  # 0-based keys, as in 1.0.0.
+            if skipped:
+                logger.info("local_proofpile: %s: dropped %s", name, dict(skipped))

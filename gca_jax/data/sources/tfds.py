@@ -1,18 +1,22 @@
-"""tensorflow-datasets sources: any dataset already prepared in a data_dir, read offline.
+"""`tfds`: any tensorflow-datasets dataset already prepared in a data_dir, read offline.
 
-`plan_tfds` opens `tfds.data_source(name, split=..., data_dir=..., download=False)` (no network, no
-TensorFlow; `tfds.list_builders()` is never called because it needs the network) and splits its
-records into shard tasks. With `manual_dir`, the project's builders `local_pg19` / `local_proofpile`
+The single input is the dataset name. `plan_tfds` opens
+`tfds.data_source(name, split=..., data_dir=..., download=False)` (no network, no TensorFlow;
+`tfds.list_builders()` is never called because it needs the network) and splits its records into
+shard tasks. With `manual_dir`, the project's builders `local_pg19` / `local_proofpile`
 are first prepared from local files (`build_local`). Text features arrive as bytes and are decoded
-as strict UTF-8 (undecodable records are counted skips).
+as strict UTF-8 (undecodable records are counted skips). tensorflow-datasets is imported only
+inside the functions, when a tfds source is asked for: it is heavy.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+from collections.abc import Iterator
 
-from gca_jax.data.sources import ShardTask
+from gca_jax.data.sources.base import PlanOptions, ShardTask, Source
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +73,12 @@ def _open(name: str, split: str, data_dir: str | None):
 def plan_tfds(
     inputs, *, split: str, text_field, data_dir, per_shard: int, manual_dir=None
 ) -> list[ShardTask]:
-    """Shard tasks over the records of one prepared tfds dataset (see `sources.plan_shards`)."""
+    """Shard tasks over the records of one prepared tfds dataset.
+
+    Raises:
+        ValueError: not one name, an unknown or unprepared dataset, a missing text field, no
+            records.
+    """
     if len(inputs) != 1:
         raise ValueError(f"format 'tfds' takes exactly one dataset name, got {inputs=}")
     name = inputs[0]
@@ -100,7 +109,7 @@ def plan_tfds(
     ]
 
 
-def iter_tfds(task: ShardTask, skipped):
+def iter_tfds(task: ShardTask, skipped: collections.Counter) -> Iterator[str]:
     """Texts of records [task.start, task.stop) of a prepared tfds dataset."""
     source = _open(task.paths[0], task.split, task.data_dir or None)
     for i in range(task.start, task.stop):
@@ -115,3 +124,28 @@ def iter_tfds(task: ShardTask, skipped):
             skipped["empty"] += 1
             continue
         yield value
+
+
+def _plan(inputs: list[str], options: PlanOptions) -> list[ShardTask]:
+    """`plan_tfds` with the options of `prepare_corpus`."""
+    return plan_tfds(
+        inputs,
+        split=options.split,
+        text_field=options.text_field,
+        data_dir=options.data_dir,
+        per_shard=options.records_per_shard,
+        manual_dir=options.manual_dir,
+    )
+
+
+SOURCE = Source(
+    name="tfds",
+    inputs="one dataset name",
+    notes=(
+        "any dataset prepared as array_record in `--data-dir`; "
+        "`--manual-dir` builds `local_pg19` / `local_proofpile` first"
+    ),
+    plan=_plan,
+    read=iter_tfds,
+    options=frozenset({"text_field", "data_dir", "manual_dir"}),
+)
