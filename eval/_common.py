@@ -32,8 +32,9 @@ def setup(args, *, needs: str | None = None):
     forward per sequence. ``needs`` names a capability the command requires (e.g. ``decode``);
     a model without it is an error naming the model and the capability.
     """
+    # force: importing absl (for grain's flags) has already put a WARNING-level handler on root.
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     logging.getLogger("absl").setLevel(logging.WARNING)
     import flax

@@ -2,10 +2,12 @@
 
 python -m eval.passkey --config configs/tiny.yaml --task single --lengths 1k,4k --samples 8 \
     --out runs/passkey [--checkpoint DIR] [--corpus DIR] [--offload] [key=value ...]
-Lengths are rounded down to a multiple of S. Writes passkey.json and passkey.png to --out,
+Lengths are rounded down to a multiple of the NIAH chunk length (the model's S, or
+data.niah_chunk_len). Writes passkey.json and passkey.png to --out,
 updated after each length.
 """
 
+import math
 import os
 import sys
 
@@ -43,16 +45,22 @@ def main(argv=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     corpus = _common.corpus_or_builtin(args.corpus, args.out, cfg.data.tokenizer)
     tok = check_corpus_tokenizer(cfg, corpus)
-    s = cfg.model.chunk_len
+    chunk = cfg.niah_chunk_len
+    if chunk is None:
+        raise ValueError(
+            f"model_type={cfg.model.model_type!r} has no chunk length to align NIAH tasks to: "
+            "set data.niah_chunk_len (e.g. data.niah_chunk_len=64, as the DRT configs)"
+        )
+    unit = math.lcm(chunk, cfg.model.token_multiple)
     summaries, records = [], {}
     for length, num in zip(lengths, samples, strict=True):
-        t = length // s * s
+        t = length // unit * unit
         source = NiahSource(
             corpus,
             tok,
             task=args.task,
             seq_len=t,
-            chunk_size=s,
+            chunk_size=chunk,
             seed=args.seed,
             num_samples=num,
             passkey_len=args.passkey_len,

@@ -196,6 +196,9 @@ FORBIDDEN = [
     *(("kernels", p) for p in ("gca_jax", "train", "eval", "benchmarks")),
     *(("gca_jax", p) for p in ("train", "eval", "benchmarks")),
     *(("gca_jax.modeling", p) for p in ("gca_jax.data", "gca_jax.training", "gca_jax.checkpoint")),
+    ("gca_jax.modeling", "gca_jax.inference"),
+    # Inference holds no layer maths: it reaches the kernels only through the model's layers.
+    ("gca_jax.inference", "kernels"),
 ]
 
 
