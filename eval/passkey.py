@@ -10,14 +10,16 @@ updated after each length.
 import math
 import os
 import sys
+import typing
 
 from eval import _common
+from gca_jax.config import NiahTask
 
 
 def main(argv=None) -> None:
     """Parses arguments, runs the evaluation, writes the results."""
     p = _common.parser("python -m eval.passkey", __doc__)
-    p.add_argument("--task", choices=("single", "multi", "multihop"), default="single")
+    p.add_argument("--task", choices=typing.get_args(NiahTask), default="single")
     p.add_argument("--lengths", default="4k,16k", help="comma list: 4k,16k,...,16M")
     p.add_argument(
         "--samples", default="10", help="samples per length: one number, or one per length"

@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 
 import grain
 import numpy as np
 
-TASKS = ("single", "multi", "multihop")
+from gca_jax.config import NiahTask
+
+TASKS: tuple[str, ...] = typing.get_args(NiahTask)  # declared once, in the config schema
 # Default passkey length per task (docs/spec.md §6.2-6.4): 10 when training single; 5 for
 # multi/multihop.
 DEFAULT_PASSKEY_LEN = {"single": 10, "multi": 5, "multihop": 5}

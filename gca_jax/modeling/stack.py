@@ -5,7 +5,11 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
-_POLICIES = {
+from gca_jax.config import RematPolicy
+
+# What each rematerialising choice of ``RematPolicy`` (declared in the config schema) saves;
+# "none" does not rematerialise at all.
+_POLICIES: dict[RematPolicy, object] = {
     "full": None,  # save nothing: recompute the whole layer in the backward
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
@@ -24,7 +28,9 @@ def make_stack(
     return build(rngs)
 
 
-def apply_stack(stack: nnx.Module, h: jax.Array, *args, remat: str = "full", cache=None, step=None):
+def apply_stack(
+    stack: nnx.Module, h: jax.Array, *args, remat: RematPolicy = "full", cache=None, step=None
+):
     """Runs ``h = layer(h, *args)`` for each stacked layer with lax.scan, rematerialised.
 
     With a ``cache`` (a pytree whose leaves have a leading layer axis, see

@@ -15,9 +15,10 @@ logger = logging.getLogger(__name__)
 def resolve_corpora(cfg: Config, work_dir: str) -> tuple[str, str | None]:
     """(train corpus dir, eval corpus dir or None).
 
-    With ``data.corpus_dir: null`` the built-in corpus (gca_jax.data.sources.builtin) is prepared into
-    ``<work_dir>/builtin_corpus/{train,validation}`` (resumable, so a restart reuses it) and its
-    validation split is the eval corpus unless ``data.eval_corpus_dir`` is set.
+    With ``data.corpus_dir: null`` the built-in corpus (``gca_jax.data.sources.builtin``) is
+    prepared into ``<work_dir>/builtin_corpus/{train,validation}`` (resumable, so a restart
+    reuses it) and its validation split is the eval corpus unless ``data.eval_corpus_dir`` is
+    set.
 
     Raises:
       ValueError: a corpus prepared with a different tokenizer than ``data.tokenizer``.
