@@ -54,7 +54,7 @@ def compact_rows(memory: ChunkMemory, ret: Retrieval) -> tuple[ChunkMemory, Retr
     rows_BxU, idx_BxCxK = jax.vmap(one)(ret.idx)
     sel_Bx1 = jnp.arange(b).reshape(b, 1)
     compact = ChunkMemory(
-        landmarks=memory.landmarks[:, :0],
+        landmarks=None,  # retrieved rows only: GCA reads keys and values
         keys=memory.keys[sel_Bx1, rows_BxU],
         values=memory.values[sel_Bx1, rows_BxU],
     )
@@ -158,7 +158,7 @@ class ChunkStore:
         distinct shapes, so the consumer compiles a handful of times at most.
 
         Returns:
-          (memory with keys/values (B, U, P', Hkv, d) and empty landmarks, remapped idx).
+          (memory with keys/values (B, U, P', Hkv, d) and no landmarks, remapped idx).
         """
         idx = np.asarray(idx_BxCxK)
         b, c, k = idx.shape
@@ -177,9 +177,5 @@ class ChunkStore:
             keys, values = pool.map(
                 lambda a: jax.device_put(a[sel, rows_BxU]), [self.keys, self.values]
             )
-        memory = ChunkMemory(
-            landmarks=jnp.zeros((b, 0, self.landmarks.shape[2]), jnp.float32),
-            keys=keys,
-            values=values,
-        )
+        memory = ChunkMemory(landmarks=None, keys=keys, values=values)
         return memory, jnp.asarray(remapped, jnp.int32)

@@ -22,19 +22,15 @@ class ChunkMemory:
     """Retrieval keys and per-chunk K/V of every encoded chunk (docs/architecture.md, "Contracts").
 
     Attributes:
-      landmarks: (B, E, D) encoder output at each chunk's landmark slot.
+      landmarks: (B, E, D) encoder output at each chunk's landmark slot; None for a memory that
+        holds only retrieved rows (what GCA reads: it never reads landmarks).
       keys: (B, E, P', H, d) chunk keys, P' memory slots per chunk.
       values: (B, E, P', H, d) chunk values.
     """
 
-    landmarks: jax.Array
+    landmarks: jax.Array | None
     keys: jax.Array
     values: jax.Array
-
-    @property
-    def num_chunks(self) -> int:
-        """E."""
-        return self.landmarks.shape[1]
 
 
 @dataclasses.dataclass(frozen=True)
