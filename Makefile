@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean-venv gpt2
+.PHONY: test demo lint bench clean-venv gpt2 books tech
 
 $(PY):
 	@PY312=""; \
@@ -34,6 +34,15 @@ $(GPT2): | $(STAMP)
 	$(PY) -m train.prepare --fetch-tokenizer gpt2
 
 gpt2: $(GPT2)
+
+# Book-length and technical corpora from Debian packages (docs/data.md §3.4): download and unpack
+# them into data/debian (needs apt-get and dpkg; nothing is installed), then data/<recipe>/<split>.
+# Both steps skip what is already there.
+DEBIAN := data/debian
+
+books tech: $(GPT2)
+	$(PY) -m train.prepare --fetch-packages $@ --out $(DEBIAN)
+	$(PY) -m train.prepare --recipe $@ $(DEBIAN) --out data/$@
 
 # The real-tokenizer tests (tests/data/gpt2_test.py) need the cached GPT-2 files.
 test: $(STAMP) $(GPT2)

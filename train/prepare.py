@@ -1,98 +1,122 @@
 """Prepare a corpus: `python -m train.prepare --format pg19 --split train INPUT... --out DIR`.
 
-`python -m train.prepare --fetch-tokenizer gpt2` downloads and caches the GPT-2 tokenizer.
-
-A thin CLI over `gca_jax.data.prepare.prepare_corpus` (deterministic, so it takes no --seed); see
-docs/data.md for every source. Exit status 2 means bad inputs, reported before any work.
+Also: `--fetch-tokenizer gpt2` caches the GPT-2 tokenizer in data/gpt2; `--fetch-packages RECIPE`
+downloads and unpacks a recipe's Debian packages (into `--out`, default data/debian); `--recipe
+RECIPE [ROOT] --out DIR` prepares DIR/{train,validation,test} from them (GPT-2 tokens by default).
+A thin CLI over `gca_jax.data` (deterministic, so it takes no --seed); see docs/data.md for every
+source and recipe. Exit status 2 means bad inputs, reported before any work; 1 a failed download.
 """
 
 import argparse
 import logging
 import sys
 
-from gca_jax.data import gpt2, prepare, sources
+from gca_jax.data import gpt2, prepare, recipes, sources
 
-# (flag, prepare_corpus keyword, argparse options)
+# (flag, prepare_corpus keyword, argparse options); the first two also apply to --recipe.
 _OPTIONS = (
-    ("--tokenizer", "tokenizer", dict(default="bytes", help="'bytes' or a tokenizer.json path")),
-    (
-        "--train-tokenizer",
-        "train_tokenizer_vocab",
-        dict(type=int, metavar="VOCAB", help="train a byte-level BPE first"),
-    ),
+    ("--tokenizer", "tokenizer", dict(help="'bytes' (--format's default), 'gpt2' or a path")),
+    ("--workers", "num_workers", dict(type=int, default=2, help="tokenizer processes")),
+    ("--train-tokenizer", "train_tokenizer_vocab", dict(type=int, metavar="VOCAB")),
     ("--split", "split", dict(default="train")),
     ("--text-field", "text_field", dict(help="jsonl/parquet/tfds text field")),
     ("--data-dir", "data_dir", dict(help="tfds data_dir")),
     ("--manual-dir", "manual_dir", dict(help="tfds: build local_pg19/local_proofpile from here")),
-    ("--workers", "num_workers", dict(type=int, default=2, help="tokenizer processes")),
     ("--files-per-shard", "files_per_shard", dict(type=int, default=64)),
-    (
-        "--holdout-every",
-        "holdout_every",
-        dict(type=int, default=0, metavar="K", help="text: every K-th file is 'validation'"),
-    ),
+    ("--holdout-every", "holdout_every", dict(type=int, default=0, metavar="K")),
 )
 
 
-def main(argv=None) -> int:
-    """Run the CLI; returns the exit status."""
+def _parser() -> argparse.ArgumentParser:
     formats = "".join(f"\n  {s.name:10} {s.inputs}: {s.notes}" for s in sources.SOURCES.values())
     p = argparse.ArgumentParser(
         prog="python -m train.prepare",
         description=__doc__,
-        epilog="formats:" + formats,
+        epilog="formats:" + formats + "\nrecipes: " + ", ".join(recipes.RECIPES),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", help="input files/directories (tfds: the dataset name)")
+    p.add_argument("inputs", nargs="*", help="input files/directories (--recipe: the root)")
     p.add_argument("--out", help="corpus directory to create or resume")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--format", choices=sources.FORMATS, help="see formats below")
-    what.add_argument(
-        "--fetch-tokenizer", choices=(gpt2.NAME,), help=f"download and cache it in {gpt2.GPT2_DIR}"
-    )
+    what.add_argument("--recipe", choices=tuple(recipes.RECIPES), help="docs/data.md §3.4")
+    what.add_argument("--fetch-packages", choices=tuple(recipes.RECIPES), metavar="RECIPE")
+    what.add_argument("--fetch-tokenizer", choices=(gpt2.NAME,), help=f"cache in {gpt2.GPT2_DIR}")
     for flag, dest, kw in _OPTIONS:
         p.add_argument(flag, dest=dest, **kw)
+    return p
+
+
+def _summary(out: str, m: dict) -> str:
+    mb, secs, cpu = m["text_bytes"] / 1e6, max(m["seconds"], 1e-9), max(m["cpu_seconds"], 1e-9)
+    return (
+        f"{out}: {m['num_documents']} documents, {m['num_tokens']} tokens, "
+        f"{len(m['shards'])} shards ({m['shards_reused']} reused from an earlier run); "
+        f"skipped: {m['skipped'] or 'none'}; tokenized {mb:.2f} MB in {secs:.1f} s "
+        f"({mb / secs:.2f} MB/s; {mb / cpu:.2f} MB per CPU-second per process)"
+    )
+
+
+def _run(args, p, progress) -> dict:
+    """Do what the arguments ask; returns {output directory: manifest}."""
+    if args.fetch_tokenizer:
+        print(gpt2.fetch(args.out or gpt2.GPT2_DIR))
+        return {}
+    if args.fetch_packages:
+        root = args.out or recipes.DEBIAN_ROOT
+        done = recipes.fetch_packages(args.fetch_packages, root)
+        print(f"{root}: unpacked {len(done)} package(s) {done}")
+        return {}
+    if not args.out:
+        p.error("--out is required with --format and --recipe")
+    if args.format:
+        kwargs = {dest: getattr(args, dest) for _, dest, _ in _OPTIONS}
+        kwargs["tokenizer"] = args.tokenizer or "bytes"
+        m = prepare.prepare_corpus(
+            args.inputs, args.out, format=args.format, progress=progress, **kwargs
+        )
+        return {args.out: m}
+    extra = [f for f, d, kw in _OPTIONS[2:] if getattr(args, d) != kw.get("default")]
+    if extra or len(args.inputs) > 1:
+        p.error(f"--recipe takes at most one ROOT and no {extra or 'more inputs'}")
+    root = args.inputs[0] if args.inputs else recipes.DEBIAN_ROOT
+    tok = args.tokenizer or recipes.DEFAULT_TOKENIZER
+    made = recipes.prepare_recipe(
+        args.recipe, root, args.out, tokenizer=tok, num_workers=args.num_workers, progress=progress
+    )
+    return {f"{args.out}/{split}": m for split, m in made.items()}
+
+
+def main(argv=None) -> int:
+    """Run the CLI; returns the exit status."""
+    p = _parser()
     args = p.parse_args(argv)
     # force: importing grain (through absl) has already put a WARNING-level handler on root.
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
     )
-    if args.fetch_tokenizer:
-        try:
-            print(gpt2.fetch(args.out or gpt2.GPT2_DIR))
-        except (RuntimeError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        return 0
-    if not args.out:
-        p.error("--out is required with --format")
     from tqdm import tqdm
 
     bars = []
 
     def progress(result, total):
-        if not bars:
+        if not bars or bars[-1].n >= bars[-1].total:
             bars.append(tqdm(total=total, unit="shard", desc="prepare"))
-        bars[0].update(1)
+        bars[-1].update(1)
 
     try:
-        kwargs = {dest: getattr(args, dest) for _, dest, _ in _OPTIONS}
-        m = prepare.prepare_corpus(
-            args.inputs, args.out, format=args.format, progress=progress, **kwargs
-        )
+        made = _run(args, p, progress)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         for bar in bars:
             bar.close()
-    mb, secs, cpu = m["text_bytes"] / 1e6, max(m["seconds"], 1e-9), max(m["cpu_seconds"], 1e-9)
-    print(
-        f"{args.out}: {m['num_documents']} documents, {m['num_tokens']} tokens, "
-        f"{len(m['shards'])} shards ({m['shards_reused']} reused from an earlier run); "
-        f"skipped: {m['skipped'] or 'none'}; tokenized {mb:.2f} MB in {secs:.1f} s "
-        f"({mb / secs:.2f} MB/s; {mb / cpu:.2f} MB per CPU-second per process)"
-    )
+    for out, m in made.items():
+        print(_summary(out, m))
     return 0
 
 

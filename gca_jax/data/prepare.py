@@ -213,6 +213,52 @@ def prepare_corpus(
         holdout_every=holdout_every,
         manual_dir=manual_dir,
     )
+    source = {"format": format, "inputs": [os.path.abspath(p) for p in inputs]}
+    return prepare_tasks(
+        plan,
+        out_dir,
+        tokenizer=tokenizer,
+        split=split,
+        source=source,
+        num_workers=num_workers,
+        train_tokenizer_vocab=train_tokenizer_vocab,
+        progress=progress,
+    )
+
+
+def prepare_tasks(
+    plan: list[sources.ShardTask],
+    out_dir: str | os.PathLike,
+    *,
+    tokenizer: str,
+    split: str,
+    source: dict,
+    num_workers: int = 1,
+    train_tokenizer_vocab: int | None = None,
+    progress: Callable[[ShardResult, int], None] | None = None,
+) -> dict:
+    """Tokenize planned shard tasks (of one or several formats) into a corpus directory.
+
+    `prepare_corpus` plans one format's inputs and calls this; a recipe (`gca_jax.data.recipes`)
+    concatenates the plans of several formats.
+
+    Args:
+        plan: shard tasks from `sources.plan_shards`, in output order.
+        out_dir: corpus directory to create or resume.
+        tokenizer: see `prepare_corpus`.
+        split: the split name kept in the manifest.
+        source: JSON-able description of where the tasks came from, kept in the manifest.
+        num_workers: see `prepare_corpus`.
+        train_tokenizer_vocab: see `prepare_corpus`.
+        progress: see `prepare_corpus`.
+
+    Returns:
+        See `prepare_corpus`.
+
+    Raises:
+        ValueError: an output directory holding another tokenizer or plan.
+    """
+    out_dir = os.fspath(out_dir)
     plan_desc = [t.describe() for t in plan]
     os.makedirs(out_dir, exist_ok=True)
     tok = _resolve_tokenizer(out_dir, tokenizer, train_tokenizer_vocab, plan, plan_desc)
@@ -223,7 +269,7 @@ def prepare_corpus(
         "tokenizer": tok.identity,
         "tokenizer_spec": "bytes" if tok.identity["kind"] == "bytes" else "tokenizer.json",
         "token_dtype": token_dtype,
-        "source": {"format": format, "inputs": [os.path.abspath(p) for p in inputs]},
+        "source": source,
         "split": split,
         "plan": plan_desc,
     }

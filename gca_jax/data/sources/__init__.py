@@ -10,6 +10,13 @@ and `train.prepare --format`, its help and docs/data.md's table (checked by a te
 - `parquet`: Hugging Face parquet files (`parquet.py`).
 - `tfds`: a tensorflow-datasets dataset prepared in a data_dir (`tfds.py`).
 - `builtin`: the text embedded in Python itself (`builtin.py`); no inputs.
+- `rdata`: character vectors in R data files, e.g. Jane Austen's novels (`rdata.py`, read with
+  `rserial.py`).
+- `kjv`: the King James Bible of Debian's `bible-kjv-text` (`kjv.py`).
+- `perldoc`, `linuxdoc`, `pythondoc`: Debian's documentation packages (`packaged.py` holds what
+  they share).
+
+The last five split their documents by name (`splits.py`).
 
 To add a format, write its module and add its `SOURCE` to `_ALL` (and a row to docs/data.md).
 
@@ -25,7 +32,20 @@ import collections
 import types
 from collections.abc import Iterator
 
-from gca_jax.data.sources import builtin, jsonl, parquet, pg19, proofpile, text, tfds
+from gca_jax.data.sources import (
+    builtin,
+    jsonl,
+    kjv,
+    linuxdoc,
+    parquet,
+    perldoc,
+    pg19,
+    proofpile,
+    pythondoc,
+    rdata,
+    text,
+    tfds,
+)
 from gca_jax.data.sources.base import OPTIONAL, PlanOptions, ShardTask, Source
 
 _ALL = (
@@ -36,6 +56,11 @@ _ALL = (
     parquet.SOURCE,
     tfds.SOURCE,
     builtin.SOURCE,
+    rdata.SOURCE,
+    kjv.SOURCE,
+    perldoc.SOURCE,
+    linuxdoc.SOURCE,
+    pythondoc.SOURCE,
 )
 SOURCES: types.MappingProxyType[str, Source] = types.MappingProxyType({s.name: s for s in _ALL})
 FORMATS = tuple(SOURCES)

@@ -62,6 +62,11 @@ def read_text_file(path: str, skipped: collections.Counter) -> str | None:
         logger.warning("skipping %s: %s", path, e)
         skipped["unreadable"] += 1
         return None
+    return decode_text(raw, path, skipped)
+
+
+def decode_text(raw: bytes, path: str, skipped: collections.Counter) -> str | None:
+    """Strict UTF-8 text of a document's bytes, or None (counted) when undecodable or empty."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
