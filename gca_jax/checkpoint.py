@@ -213,8 +213,20 @@ def restore_params(path: str, abstract_params: Any, *, flag: str) -> Any:
     try:
         with ocp.PyTreeCheckpointer() as ckptr:
             params = ckptr.restore(os.path.join(step_dir, "state"), args=args)["params"]
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:  # ValueError: a saved shape differs
         raise ValueError(f"{where}: the saved parameters do not fit the model ({e})") from e
+    # A partial restore hands back the target's own abstract leaf for a parameter the
+    # checkpoint lacks, so a checkpoint of another model would otherwise pass the check below.
+    missing = [
+        _path_name(path)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if isinstance(leaf, jax.ShapeDtypeStruct)
+    ]
+    if missing:
+        raise ValueError(
+            f"{where}: the checkpoint has no parameter {missing[0]} ({len(missing)} missing; "
+            "a checkpoint of another model?)"
+        )
     _check_like(params, abstract_params, where)
     logger.info("parameters restored from %s", step_dir)
     return params

@@ -8,8 +8,8 @@ from jax.sharding import PartitionSpec as P
 
 from gca_jax import sharding
 from gca_jax.config import MeshConfig
-from kernels.gca import gca_attention
-from kernels.swa import sliding_window_attention
+from kernels.gca import gca_attention, gca_decode
+from kernels.swa import sliding_window_attention, sliding_window_decode
 
 needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake CPU) devices")
 
@@ -72,3 +72,37 @@ def test_kernel_wrappers_equal_the_kernels_under_a_mesh():
         np.asarray(want),
         rtol=1e-6,
     )
+
+
+@needs8
+def test_decode_wrappers_equal_the_kernels_under_a_mesh():
+    """The decode kernels (one query position) also run split over batch and heads."""
+    mesh = sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    keys = jax.random.split(jax.random.key(1), 6)
+    b, n, h, d, kk, s = 4, 9, 4, 8, 3, 5
+    q = jax.random.normal(keys[0], (b, h, d), jnp.float32)
+    ring_k, ring_v = (jax.random.normal(k, (b, n, h, d), jnp.float32) for k in keys[1:3])
+    q_pos = jnp.full((b,), 11, jnp.int32)
+    key_pos = jnp.broadcast_to(jnp.arange(3, 3 + n, dtype=jnp.int32), (b, n)).at[1, 0].set(-1)
+    slopes = jnp.exp2(-jnp.arange(1, h + 1, dtype=jnp.float32))
+    want = sliding_window_decode(q, ring_k, ring_v, key_pos, q_pos, window=6, alibi_slopes=slopes)
+    qg = jax.random.normal(keys[3], (b, 1, h, d), jnp.float32)
+    mem = jax.random.normal(keys[4], (b, kk, s, h, d), jnp.float32)
+    w = jax.nn.softmax(jax.random.normal(keys[5], (b, kk)), axis=-1)
+    want_g = gca_decode(qg, mem, mem * 2, w, scale=0.3, backend="xla")
+
+    @jax.jit
+    def run(q, ring_k, ring_v, key_pos, q_pos, qg, mem, w):
+        o = sharding.sliding_window_decode(
+            q, ring_k, ring_v, key_pos, q_pos, window=6, alibi_slopes=slopes
+        )
+        g = sharding.gca_decode(qg, mem, mem * 2, w, scale=0.3, backend="xla")
+        return o, g
+
+    args = (q, ring_k, ring_v, key_pos, q_pos, qg, mem, w)
+    with jax.set_mesh(mesh):
+        got, got_g = run(*args)
+        text = run.lower(*args).as_text()
+    assert "shard_map" in text or "manual" in text
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got_g), np.asarray(want_g), rtol=1e-5, atol=1e-6)

@@ -3,9 +3,14 @@
 import json
 import os
 
+import pytest
+
 from eval import _common
 from eval import generate as generate_cli
 from eval import inspect_retrieval as inspect_cli
+from gca_jax.modeling import MissingCapabilityError
+
+SWA = ["--config", "configs/tiny.yaml", "model.model_type=swa_lm", "model.retrieval=null"]
 
 
 def test_generate_streams_text(capsys):
@@ -33,3 +38,29 @@ def test_inspect_retrieval_json_and_heatmap(tmp_path):
             assert all(p["chunk"] <= r["chunk"] - 2 for p in r["retrieved"])
             assert abs(sum(p["weight"] for p in r["retrieved"]) - 1) < 1e-5
     assert os.path.getsize(os.path.join(out, "retrieval.png")) > 0
+
+
+@pytest.mark.parametrize(
+    "cli, args, capability",
+    [
+        (generate_cli, ["--prompt", "Hi", "--max_new_tokens", "2"], "incremental decoding"),
+        (inspect_cli, ["--text", "some text", "--out", "OUT"], "retrieval records per chunk"),
+    ],
+)
+def test_a_command_the_model_cannot_serve_names_model_and_capability(
+    cli, args, capability, capsys, tmp_path
+):
+    args = [str(tmp_path) if a == "OUT" else a for a in args]
+    assert _common.run(cli.main, SWA + args) == 2
+    err = capsys.readouterr().err
+    assert f"model_type='swa_lm' (SlidingWindowLM) does not support {capability}" in err
+    assert "Traceback" not in err
+
+
+def test_offload_needs_segmented_prefill():
+    args = _common.parser("test", "").parse_args(SWA + ["--offload"])
+    with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented.*prefill"):
+        _common.setup(args)
+    args = _common.parser("test", "").parse_args(SWA)
+    scorer, cfg = _common.setup(args)  # without --offload: one full forward per sequence
+    assert type(scorer).__name__ == "FullForwardScorer" and cfg.model.model_type == "swa_lm"

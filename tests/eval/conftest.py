@@ -21,6 +21,6 @@ def tiny_model():
     from flax import nnx
 
     from gca_jax.modeling import build_model
-    from tests.inference.conftest import tiny_model_config
+    from tests.modeling.conftest import tiny_model_config
 
     return build_model(tiny_model_config(), rngs=nnx.Rngs(0))

@@ -7,17 +7,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from eval import passkey, ppl
+from eval import _common, passkey, ppl
+from gca_jax.inference import Engine, make_scorer
 from gca_jax.inference import evaluation as ev
 from gca_jax.inference.full_forward import FullForwardScorer
-from gca_jax.modeling import build_model
+from gca_jax.modeling import MissingCapabilityError, build_model
 from tests.modeling.conftest import tiny_model_config
 
 
 def test_scorer_logits_and_ce_equal_the_model():
-    model = build_model(
-        tiny_model_config(model_type="swa_lm", decoder_layers=(2,)), rngs=nnx.Rngs(0)
-    )
+    model = build_model(tiny_model_config(model_type="swa_lm", num_layers=2), rngs=nnx.Rngs(0))
     tokens = np.asarray(jax.random.randint(jax.random.key(0), (2, 90), 0, 256), np.int32)
     out = FullForwardScorer(model).prefill(tokens, logits_at=[3, 50, 89], with_ce=True)
     full = np.asarray(model.logits(tokens))
@@ -31,17 +30,31 @@ def test_scorer_logits_and_ce_equal_the_model():
         FullForwardScorer(model).prefill(tokens, keep_state=True)
 
 
+def test_make_scorer_follows_the_capabilities(tiny_model):
+    swa = build_model(tiny_model_config(model_type="swa_lm", num_layers=2), rngs=nnx.Rngs(0))
+    assert isinstance(make_scorer(swa, segment_chunks=4), FullForwardScorer)
+    assert isinstance(make_scorer(tiny_model, segment_chunks=4), Engine)
+    with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented.*--offload"):
+        make_scorer(swa, segment_chunks=4, offload=True)
+
+
+SWA = ["--config", "configs/tiny.yaml", "model.model_type=swa_lm", "model.retrieval=null"]
+
+
 def test_passkey_and_ppl_clis_run_the_baseline(tmp_path):
-    common = [
-        "--config",
-        "configs/tiny.yaml",
-        "model.model_type=swa_lm",
-        "model.decoder_layers=[2]",
-    ]
-    passkey.main(common + ["--lengths", "480", "--samples", "2", "--out", str(tmp_path / "pk")])
+    common = SWA + ["model.num_layers=2"]
+    # The baseline has no chunks: NIAH tasks align to data.niah_chunk_len (the DRT's S here).
+    pk = ["--lengths", "480", "--samples", "2", "--out", str(tmp_path / "pk")]
+    passkey.main(common + ["data.niah_chunk_len=15"] + pk)
     summary = json.loads((tmp_path / "pk" / "passkey.json").read_text())["summaries"][0]
     assert summary["samples"] == 2 and 0.0 <= summary["accuracy"] <= 1.0
     ppl.main(common + ["--lengths", "240", "--windows", "2", "--out", str(tmp_path / "ppl")])
     res = json.loads((tmp_path / "ppl" / "ppl.json").read_text())["results"][0]
     assert np.isfinite(res["ppl"]) and res["windows"] == 2
     assert ev.parse_length("4k") == 4096
+
+
+def test_passkey_cli_asks_for_a_niah_chunk_length(tmp_path, builtin_corpus, capsys):
+    argv = SWA + ["--lengths", "480", "--samples", "1", "--corpus", builtin_corpus]
+    assert _common.run(passkey.main, argv + ["--out", str(tmp_path)]) == 2
+    assert "set data.niah_chunk_len" in capsys.readouterr().err

@@ -117,3 +117,40 @@ def test_cli_rejects_corpus_of_another_tokenizer(tmp_path, builtin_corpus, capsy
     ]
     assert run(passkey_cli.main, argv) == 2
     assert "does not match the corpus" in capsys.readouterr().err
+
+
+def test_in_training_passkey_scores_a_sample_like_eval_passkey(builtin_corpus, monkeypatch):
+    """The periodic passkey eval (one full forward, jitted) and eval.passkey's scorer (segmented
+    prefill) build the same samples, predict the same token and apply the same rule."""
+    from gca_jax import sharding as shard_lib
+    from gca_jax.config import MeshConfig, load_config
+    from gca_jax.data import load_tokenizer
+    from gca_jax.data.niah import NiahSource
+    from gca_jax.inference import make_scorer
+    from gca_jax.training import evaluation as train_eval
+    from gca_jax.training import init_state, make_optimizer
+
+    cfg = load_config(
+        "configs/tiny.yaml",
+        ["model.dtype=float32", "eval.batches=0", "eval.passkey_samples=2", "eval.passkey_len=480"],
+    )
+    mesh = shard_lib.make_mesh(MeshConfig(data=1), jax.devices()[:1])
+    mdef, state, shardings = init_state(cfg.model, 0, make_optimizer(cfg.train), mesh)
+    evaluator = train_eval.Evaluator(cfg, mdef, shardings.params, mesh, builtin_corpus)
+    in_training = []
+    record = train_eval.passkey_record
+    monkeypatch.setattr(
+        train_eval, "passkey_record", lambda *a: in_training.append(record(*a)) or in_training[-1]
+    )
+    acc = evaluator.passkey(state.params)["passkey_acc"]
+
+    tok = load_tokenizer(cfg.data.tokenizer)
+    source = NiahSource(
+        builtin_corpus, tok, task="single", seq_len=480, chunk_size=15, seed=cfg.data.seed,
+        num_samples=2,
+    )  # fmt: skip
+    scorer = make_scorer(mdef.merge(state.params), segment_chunks=32)  # one segment: one compile
+    standalone = ev.score_passkey_samples(scorer, source, 2, neutral_id=tok.pad_id)
+    fields = lambda rs: [(r["predicted"], r["target"], r["final_pos"], r["hit"]) for r in rs]
+    assert fields(in_training) == fields(standalone)
+    assert acc == ev.passkey_summary(standalone, 480)["accuracy"]

@@ -43,7 +43,8 @@ def test_repro_niah_runs_every_stage(tmp_path, builtin_corpus):
     for stage in ("warm-up", "train", "passkey", "ppl"):
         assert f"niah_probe_cpu: {stage} exit 0" in proc.stdout, proc.stdout
     run = out / "niah_probe_cpu"
-    assert "initialised parameters from" in (run / "train.log").read_text()
+    warm_dir = tmp_path / "runs" / "niah_probe_cpu-warm" / "checkpoints"
+    assert f"parameters restored from {warm_dir}" in (run / "train.log").read_text()
     warm = [json.loads(x) for x in open(run / "warm_metrics.jsonl")]
     assert warm[-1]["step"] == 2
     passkey = json.load(open(run / "passkey.json"))

@@ -1,18 +1,10 @@
 """Tiny DRT models for inference tests (float32 compute so comparisons are tight)."""
 
-import dataclasses
-
 import pytest
 from flax import nnx
 
-from gca_jax.config import load_config
 from gca_jax.modeling import build_model
-
-
-def tiny_model_config(**overrides):
-    """configs/tiny.yaml's model section in float32, with overrides."""
-    cfg = load_config("configs/tiny.yaml").model
-    return dataclasses.replace(cfg, **{"dtype": "float32", **overrides})
+from tests.modeling.conftest import tiny_model_config
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ def test_greedy_generation_equals_argmax_of_full_forward(tiny_model, engines):
     prompts = [rng.integers(0, 256, 20).tolist(), rng.integers(0, 256, 33).tolist()]
     engine = engines[False]
     new = generate(engine, prompts, max_new_tokens=60)  # 45 + 60 = 105 = 7 chunks
-    padded = left_pad_prompts(prompts, cfg.chunk_len, cfg.pad_id)
+    padded = left_pad_prompts(prompts, cfg.retrieval.chunk_len, cfg.pad_id)
     seq = np.concatenate([padded, new], axis=1)
     logits = np.asarray(tiny_model.logits(jnp.asarray(seq)))
     np.testing.assert_array_equal(np.argmax(logits[:, 44:-1], -1), seq[:, 45:])

@@ -8,9 +8,8 @@ import pytest
 from flax import nnx
 
 from gca_jax.inference import Engine, pad_left
-from gca_jax.modeling import build_model
-
-from .conftest import tiny_model_config
+from gca_jax.modeling import MissingCapabilityError, build_model
+from tests.modeling.conftest import tiny_model_config
 
 T = 15 * 7  # 7 chunks: segments of 2 chunks -> 2, 2, 2, 1 (first, middle, short last shapes)
 
@@ -61,7 +60,7 @@ def test_offload_equals_device_retrieval(engines, tokens):
 def test_length_not_multiple_of_chunk_is_left_padded(tiny_model, engines, tokens):
     cfg = tiny_model.cfg
     short = tokens[:, 7:]  # T - 7 tokens: 7 pads on the left
-    padded, pad = pad_left(short, cfg.chunk_len, cfg.pad_id)
+    padded, pad = pad_left(short, cfg.retrieval.chunk_len, cfg.pad_id)
     assert pad == 7 and np.all(padded[:, :7] == cfg.pad_id)
     want = np.asarray(tiny_model.logits(jnp.asarray(padded)))[:, pad:]
     out = engines[False].prefill(short, logits_at=[0, 50, T - 8])
@@ -78,5 +77,5 @@ def test_bad_inputs(tiny_model, engines):
     with pytest.raises(ValueError, match="segment_chunks"):
         Engine(tiny_model, segment_chunks=1)  # 16 positions < W = 32
     swa = build_model(tiny_model_config(model_type="swa_lm"), rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="model_type='swa_lm'"):
+    with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented"):
         Engine(swa)

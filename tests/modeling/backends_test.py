@@ -8,14 +8,14 @@ import pytest
 from flax import nnx
 
 from gca_jax.modeling import build_model
-from tests.modeling.conftest import tiny_model_config
+from tests.modeling.conftest import S, tiny_model_config
 
 
 @pytest.mark.parametrize("model_type", ["drt", "swa_lm"])
 def test_interpret_kernels_match_the_reference_backend(model_type):
-    layers = (1, 1, 1) if model_type == "drt" else (2,)
-    cfg = tiny_model_config(model_type=model_type, decoder_layers=layers, kernel_backend="xla")
-    tokens = jax.random.randint(jax.random.key(0), (2, 5 * cfg.chunk_len), 0, 256)
+    layers = 3 if model_type == "drt" else 2  # DRT: 1 lower layer + 2 groups of 1
+    cfg = tiny_model_config(model_type=model_type, num_layers=layers, kernel_backend="xla")
+    tokens = jax.random.randint(jax.random.key(0), (2, 5 * S), 0, 256)
 
     def loss_and_grads(backend):
         model = build_model(dataclasses.replace(cfg, kernel_backend=backend), rngs=nnx.Rngs(0))

@@ -8,10 +8,10 @@ import pytest
 from flax import nnx
 
 from gca_jax.config import load_config
-from gca_jax.modeling import build_model, count_params
+from gca_jax.modeling import build_model, count_params, stat_names
 from gca_jax.modeling.chunking import IGNORE, insert_landmarks, next_token_targets
 from gca_jax.modeling.retrieval import lag_one_chunk
-from tests.modeling.conftest import ROOT, tiny_model_config
+from tests.modeling.conftest import ROOT, S, tiny_model_config
 
 
 def _tokens(key, b, t, vocab=256):
@@ -57,10 +57,10 @@ class ForwardTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_loss_and_logits_shapes_dtypes_finite(self):
         for model_type in ("drt", "swa_lm"):
-            layers = (1, 1, 1) if model_type == "drt" else (2,)
-            cfg = tiny_model_config(model_type=model_type, decoder_layers=layers)
+            layers = 3 if model_type == "drt" else 2  # DRT: 1 lower layer + 2 groups of 1
+            cfg = tiny_model_config(model_type=model_type, num_layers=layers)
             model = build_model(cfg, rngs=nnx.Rngs(0))
-            tokens = _tokens(1, 2, 4 * cfg.chunk_len)
+            tokens = _tokens(1, 2, 4 * S)
             loss, aux = self.variant(lambda m, t: m.loss(t, gumbel_key=jax.random.key(3)))(
                 model, tokens
             )
@@ -69,14 +69,15 @@ class ForwardTest(chex.TestCase):
             chex.assert_type(logits, jnp.float32)
             chex.assert_tree_all_finite((loss, aux, logits))
             assert int(aux["tokens"]) == 2 * (tokens.shape[1] - 1)
+            assert set(aux) == {"loss", "tokens", "weight", *stat_names(cfg)}
 
 
 @pytest.mark.parametrize("model_type", ["drt", "swa_lm"])
 def test_weighted_loss_is_the_weighted_mean_of_token_losses(model_type):
-    layers = (1, 1, 1) if model_type == "drt" else (2,)
-    cfg = tiny_model_config(model_type=model_type, decoder_layers=layers, loss_block=7)
+    layers = 3 if model_type == "drt" else 2
+    cfg = tiny_model_config(model_type=model_type, num_layers=layers, loss_block=7)
     model = build_model(cfg, rngs=nnx.Rngs(0))
-    tokens = _tokens(4, 2, 4 * cfg.chunk_len).at[1, -3:].set(-1)  # a padded tail
+    tokens = _tokens(4, 2, 4 * S).at[1, -3:].set(-1)  # a padded tail
     weights = jax.random.uniform(jax.random.key(5), tokens.shape, minval=0.5, maxval=40.0)
     loss, aux = model.loss(tokens, weights_BxT=weights)
     # Reference: per-token CE from the full logits; weight of the prediction of token t is w[t].
@@ -100,7 +101,7 @@ def test_bf16_compute_keeps_fp32_params_and_is_close_to_fp32():
     cfg16 = dataclasses.replace(cfg32, dtype="bfloat16")
     m32 = build_model(cfg32, rngs=nnx.Rngs(0))
     m16 = build_model(cfg16, rngs=nnx.Rngs(0))
-    tokens = _tokens(2, 2, 4 * cfg32.chunk_len)
+    tokens = _tokens(2, 2, 4 * S)
     l32, _ = m32.loss(tokens)
     l16, _ = m16.loss(tokens)
     np.testing.assert_allclose(l16, l32, rtol=2e-2)
@@ -114,11 +115,13 @@ def test_causality_by_gradient_through_retrieval_and_encoder(model_type):
     With top_k >= C every past chunk is retrieved, so the gradient must also reach the first
     chunk, far outside the stacked sliding windows: only retrieval + encoder carry it there.
     """
-    layers = (1, 1, 1) if model_type == "drt" else (3,)
-    cfg = tiny_model_config(model_type=model_type, decoder_layers=layers, chunk_topk=16)
+    if model_type == "drt":
+        cfg = tiny_model_config(retrieval=dict(top_k=16))  # 1 lower layer + 2 groups of 1
+    else:
+        cfg = tiny_model_config(model_type=model_type, num_layers=3)
     model = build_model(cfg, rngs=nnx.Rngs(0))
-    c, p = 10, cfg.slots_per_chunk
-    tokens = _tokens(4, 1, c * cfg.chunk_len)
+    c, p = 10, S + 1  # swa_lm: the same positions, without landmarks
+    tokens = _tokens(4, 1, c * S)
     if model_type == "drt":
         emb = model.embed_chunks(tokens)
         forward = lambda e: model.hidden_from_embeddings(e)[0].reshape(1, c * p, -1)
@@ -141,10 +144,42 @@ def _swa_hidden(model, emb):
     return model.final_norm(apply_stack(model.layers, emb, remat="none"))
 
 
+def test_hidden_states_sit_at_raw_tokens_and_the_override_reaches_every_group():
+    """hidden_states drops the landmark slots of hidden_from_embeddings; retrieval_override
+    replaces each group's retrieval inside the loss."""
+    from gca_jax.modeling.retrieval import force_rows
+
+    cfg = tiny_model_config()
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    c = 5
+    tokens = _tokens(10, 2, c * S)
+    groups = []
+
+    def forced(group, rows, row_ids_C):
+        groups.append(group)
+        chex.assert_shape(row_ids_C, (c,))
+        return force_rows(rows, jnp.asarray([0, 1]), row_ids_C)
+
+    @jax.jit
+    def run(tokens):
+        h, _ = model.hidden_states(tokens)
+        full, _ = model.hidden_from_embeddings(model.embed_chunks(tokens))
+        return h, full, model.loss(tokens)[0], model.loss(tokens, retrieval_override=forced)
+
+    h, full, plain, (moved, moved_aux) = run(tokens)
+    chex.assert_shape(h, (2, c * S, cfg.hidden_size))
+    chex.assert_shape(full, (2, c, S + 1, cfg.hidden_size))
+    np.testing.assert_array_equal(h, full[:, :, :S].reshape(2, c * S, -1))
+    assert groups == [0, 1]
+    for g in (0, 1):  # every chunk that retrieves puts all its weight on one chunk
+        np.testing.assert_allclose(float(moved_aux[f"ret_top_weight_g{g}"]), 1.0, rtol=1e-6)
+    assert abs(float(moved) - float(plain)) > 1e-6
+
+
 def test_outputs_do_not_depend_on_the_rest_of_the_batch():
     cfg = tiny_model_config()
     model = build_model(cfg, rngs=nnx.Rngs(0))
-    tokens = _tokens(6, 3, 6 * cfg.chunk_len)
+    tokens = _tokens(6, 3, 6 * S)
     logits = jax.jit(lambda m, t: m.logits(t))
     batched = logits(model, tokens)
     for i in range(3):
@@ -155,11 +190,11 @@ def test_outputs_do_not_depend_on_the_rest_of_the_batch():
 def test_chunks_0_and_1_get_exactly_zero_gca():
     cfg = tiny_model_config()
     model = build_model(cfg, rngs=nnx.Rngs(0))
-    c, p = 6, cfg.slots_per_chunk
-    tokens = _tokens(7, 2, c * cfg.chunk_len)
+    c, p = 6, cfg.retrieval.slots_per_chunk
+    tokens = _tokens(7, 2, c * S)
     h = model.embed_chunks(tokens).reshape(2, c, p, -1)
     memory = model.encode_chunks(h)
-    rows = model.retrieve(0, h, memory, jnp.arange(c), gumbel_key=jax.random.key(1))
+    rows = model.retrieve(0, h, memory.landmarks, jnp.arange(c), gumbel_key=jax.random.key(1))
     ret = lag_one_chunk(rows)
     _, state = nnx.split(model.groups[0])
     layer = nnx.merge(nnx.graphdef(model.groups[0]), jax.tree.map(lambda x: x[0], state))
@@ -170,11 +205,13 @@ def test_chunks_0_and_1_get_exactly_zero_gca():
 
 def test_null_slot_rule_zeroes_or_drops_the_landmark_slot():
     for null_slot in (True, False):
-        cfg = tiny_model_config(gca_null_slot=null_slot)
+        cfg = tiny_model_config(retrieval=dict(null_slot=null_slot))
+        rcfg = cfg.retrieval
+        assert rcfg.memory_slots == (S + 1 if null_slot else S)
         model = build_model(cfg, rngs=nnx.Rngs(0))
-        h = jax.random.normal(jax.random.key(8), (1, 3, cfg.slots_per_chunk, cfg.hidden_size))
+        h = jax.random.normal(jax.random.key(8), (1, 3, rcfg.slots_per_chunk, cfg.hidden_size))
         memory = model.encode_chunks(h)
-        chex.assert_shape(memory.keys, (1, 3, cfg.memory_slots, cfg.num_heads, cfg.head_dim))
+        chex.assert_shape(memory.keys, (1, 3, rcfg.memory_slots, cfg.num_heads, cfg.head_dim))
         chex.assert_shape(memory.landmarks, (1, 3, cfg.hidden_size))
         if null_slot:
             np.testing.assert_array_equal(memory.keys[:, :, -1], 0.0)
@@ -183,9 +220,9 @@ def test_null_slot_rule_zeroes_or_drops_the_landmark_slot():
 
 
 def test_full_attention_baseline_equals_a_window_covering_the_sequence():
-    cfg = tiny_model_config(model_type="swa_lm", decoder_layers=(2,), window=-1)
+    cfg = tiny_model_config(model_type="swa_lm", num_layers=2, window=-1)
     wide = dataclasses.replace(cfg, window=10_000)
-    tokens = _tokens(9, 2, 4 * cfg.chunk_len)
+    tokens = _tokens(9, 2, 4 * S)
     full = build_model(cfg, rngs=nnx.Rngs(0)).logits(tokens)
     windowed = build_model(wide, rngs=nnx.Rngs(0)).logits(tokens)
     np.testing.assert_allclose(full, windowed, rtol=1e-5, atol=1e-5)
@@ -200,7 +237,7 @@ def test_pinned_single_step_values_of_the_tiny_config():
     """
     cfg = load_config(ROOT / "configs" / "tiny.yaml").model
     model = build_model(cfg, rngs=nnx.Rngs(0))
-    tokens = _tokens(0, 2, 16 * cfg.chunk_len)
+    tokens = _tokens(0, 2, 16 * cfg.retrieval.chunk_len)
 
     def loss_fn(m):
         return m.loss(tokens, gumbel_key=jax.random.key(0))[0]
@@ -214,33 +251,24 @@ PINNED = [5.562928, 0.6790416]
 
 
 @pytest.mark.parametrize("backend", ["xla", "interpret"])
-def test_a_chunk_reads_exactly_the_chunk_it_retrieves(monkeypatch, backend):
+def test_a_chunk_reads_exactly_the_chunk_it_retrieves(backend):
     """With retrieval forced onto chunk n (weight 1), the last chunk's output depends on chunk n
     and on chunks inside the sliding-window reach, and on nothing in between: the retrieved
     index, not a neighbour or another batch row, is what GCA reads."""
-    from gca_jax.modeling.drt import DRT
     from gca_jax.modeling.retrieval import force_rows
 
     cfg = tiny_model_config(
-        chunk_len=16, window=32, decoder_layers=(1, 1), chunk_topk=2, gca_null_slot=False,
-        kernel_backend=backend,
+        window=32, num_layers=2, kernel_backend=backend,
+        retrieval=dict(chunk_len=16, group_layers=(1,), top_k=2, null_slot=False),
     )  # fmt: skip
     model = build_model(cfg, rngs=nnx.Rngs(0))
-    c, p = 24, cfg.slots_per_chunk
-    original = DRT.retrieve
-
-    def forced(needle_B):
-        def retrieve(self, group, h, memory, row_ids_C, gumbel_key):
-            rows = original(self, group, h, memory, row_ids_C, gumbel_key)
-            return force_rows(rows, needle_B, row_ids_C)
-
-        return retrieve
-
-    emb = model.embed_chunks(_tokens(3, 2, c * cfg.chunk_len))
+    c, p = 24, cfg.retrieval.slots_per_chunk
+    emb = model.embed_chunks(_tokens(3, 2, c * cfg.retrieval.chunk_len))
 
     def grad_norms(needle_B):
-        monkeypatch.setattr(DRT, "retrieve", forced(needle_B))
-        g = jax.grad(lambda e: model.hidden_from_embeddings(e)[0][:, c - 1, 0].sum())(emb)
+        forced = lambda group, rows, row_ids_C: force_rows(rows, needle_B, row_ids_C)
+        last = lambda e: model.hidden_from_embeddings(e, retrieval_override=forced)[0][:, c - 1, 0]
+        g = jax.grad(lambda e: last(e).sum())(emb)
         return np.sqrt(np.square(np.asarray(g)).reshape(2, c, p, -1).sum(axis=(2, 3)))
 
     norms = grad_norms(jnp.asarray([4, 9]))

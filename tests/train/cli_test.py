@@ -101,5 +101,5 @@ def test_exact_resume_after_sigkill(env, tmp_path):
     tuned = tmp_path / "tuned"
     proc = _run(_cmd(tuned) + ["train.steps=2", "--init_from", str(straight)], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "initialised parameters from" in proc.stderr
+    assert f"parameters restored from {straight / 'checkpoints' / '24'}" in proc.stderr
     assert "done: step 2" in proc.stdout

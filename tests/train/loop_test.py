@@ -9,10 +9,12 @@ import jax
 import numpy as np
 import pytest
 
+from gca_jax.modeling import stat_names
 from gca_jax.training import RunOptions, Trainer
 from tests.train.conftest import tiny_config
 
 STEPS = 30
+RET_STATS = ("ret_top_weight", "ret_entropy", "ret_distance")
 
 
 def _cfg(corpus):
@@ -38,14 +40,18 @@ def run(repetitive_corpus, tmp_path_factory):
     return out, params, result
 
 
-def test_loss_falls_on_repetitive_text(run):
+def test_loss_falls_on_repetitive_text(run, repetitive_corpus):
     out, _, result = run
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     train = [r for r in rows if r["split"] == "train"]
     assert [r["step"] for r in train] == list(range(5, STEPS + 1, 5))
     assert train[-1]["loss"] < 0.6 * train[0]["loss"], [r["loss"] for r in train]
-    for key in ("ppl", "lr", "grad_norm", "tokens_per_s", "skipped", "ret_top_weight"):
+    for key in ("ppl", "lr", "grad_norm", "tokens_per_s", "skipped"):
         assert key in train[-1], key
+    # Exactly the model's own statistics: per group, no cross-group means.
+    names = stat_names(_cfg(repetitive_corpus).model)
+    assert names == tuple(f"{k}_g{g}" for g in (0, 1) for k in RET_STATS)
+    assert {k for k in train[-1] if k.startswith("ret_")} == set(names)
     evals = [r for r in rows if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [15, 30] and evals[1]["loss"] < evals[0]["loss"]
     assert 0.0 <= evals[1]["passkey_acc"] <= 1.0
@@ -82,11 +88,12 @@ def test_init_from_restores_weights_only(run, repetitive_corpus):
     cfg = _cfg(repetitive_corpus)
     mesh = shard_lib.make_mesh(cfg.mesh)
     _, abstract, _ = abstract_state(cfg.model, cfg.train.seed, make_optimizer(cfg.train), mesh)
-    restored = ckpt_lib.restore_params(out, abstract)  # a run directory: its latest step
+    # A run directory: its latest step.
+    restored = ckpt_lib.restore_params(out, abstract.params, flag="--init_from")
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        ckpt_lib.restore_params(os.path.join(out, "missing"), abstract)
+    with pytest.raises(FileNotFoundError, match="--init_from .*missing: no checkpoint"):
+        ckpt_lib.restore_params(os.path.join(out, "missing"), abstract.params, flag="--init_from")
 
 
 def test_sigterm_saves_where_it_stops_and_resumes_exactly(run, repetitive_corpus, tmp_path):

@@ -43,7 +43,12 @@ def _mesh(data, fsdp, tensor, n):
     return shard_lib.make_mesh(MeshConfig(data=data, fsdp=fsdp, tensor=tensor), jax.devices()[:n])
 
 
-SWA = ("model.model_type=swa_lm", "model.dtype=float32", "train.warmup_steps=0")
+SWA = (
+    "model.model_type=swa_lm",
+    "model.retrieval=null",
+    "model.dtype=float32",
+    "train.warmup_steps=0",
+)
 
 
 def test_non_finite_step_is_skipped_and_counted():
@@ -148,6 +153,7 @@ def test_sharded_step_moves_no_activations(model_type, mesh):
     cfg = tiny_config(
         f"mesh.data={data}", f"mesh.fsdp={fsdp}", f"model.model_type={model_type}",
         "model.kernel_backend=xla", "model.loss_block=256",
+        *(["model.retrieval=null"] if model_type == "swa_lm" else []),
     )  # fmt: skip
     mesh = shard_lib.make_mesh(cfg.mesh)
     tx = make_optimizer(cfg.train)
