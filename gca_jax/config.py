@@ -183,7 +183,7 @@ class DataConfig:
 
     corpus_dir: str | None = None  # prepared corpus (train.prepare); null = built-in demo corpus
     eval_corpus_dir: str | None = None  # held-out corpus for periodic eval; null = none
-    tokenizer: str = "bytes"  # "bytes" or a path to a tokenizer.json
+    tokenizer: str = "bytes"  # "bytes", "gpt2" (make gpt2) or a path to a tokenizer.json
     seq_len: int = 16380  # T raw tokens per training sequence (a multiple of the model's S)
     batch_size: int = 4  # global batch of sequences per optimiser step
     align_to_doc_start: bool = False  # start training windows at document starts
