@@ -45,13 +45,15 @@ SHAPES = {
 # "interpret" (--smoke) runs the same script on CPU with tiny shapes to check its plumbing.
 KERNEL = "pallas"
 
-# Earlier runs (2026-11-29, docs/performance.md) also timed num_warps=8, block_q=32,
-# block_s_dkv=32, block_q_dkv=32, num_stages=1, an unrolled K loop, two retrieved chunks per loop
-# step and, at P = 65, the tail tile in the main tile's program: all slower than the default.
+# Each variant is the keyword arguments it passes to gca_attention_pallas (config None: the
+# heuristic GcaBlockConfig.default). Earlier runs (2026-11-29, docs/performance.md) also timed
+# num_warps=8, block_q=32, block_s_dkv=32, block_q_dkv=32, num_stages=1, L2 eviction hints, an
+# unrolled K loop, two retrieved chunks per loop step and, at P = 65, the tail tile in the main
+# tile's program: all slower than the default.
 VARIANTS = {
-    "default": GcaBlockConfig(),
-    "stages3": GcaBlockConfig(num_stages=3, num_stages_bwd=3),
-    "tf32_probs": GcaBlockConfig(use_tf32_probs=True),
+    "default": {},
+    "stages3": {"config": GcaBlockConfig(num_stages=3, num_stages_bwd=3)},
+    "tf32_probs": {"use_tf32_probs": True},
 }
 
 
@@ -73,7 +75,7 @@ def make_inputs(shape: Shape, dtype, seed: int):
     return q, keys, values, idx, w.astype(jnp.float32), dout
 
 
-def fwd_fn(backend, scale, config=None):
+def fwd_fn(backend, scale, variant=None):
     if backend == "xla":
         return jax.jit(
             lambda q, k, v, i, w: gca_attention(q, k, v, i, w, scale=scale, backend="xla")
@@ -81,13 +83,13 @@ def fwd_fn(backend, scale, config=None):
     interpret = backend == "interpret"
     return jax.jit(
         lambda q, k, v, i, w: gca_attention_pallas(
-            q, k, v, i, w, scale=scale, interpret=interpret, config=config
+            q, k, v, i, w, scale=scale, interpret=interpret, **(variant or {})
         )
     )
 
 
-def fwdbwd_fn(backend, scale, config=None):
-    fwd = fwd_fn(backend, scale, config)
+def fwdbwd_fn(backend, scale, variant=None):
+    fwd = fwd_fn(backend, scale, variant)
 
     def run(q, k, v, i, w, do):
         out, pullback = jax.vjp(lambda q, k, v, w: fwd(q, k, v, i, w), q, k, v, w)
@@ -145,11 +147,11 @@ def ceilings() -> dict:
     }
 
 
-def check_correctness(shape: Shape, config) -> dict:
+def check_correctness(shape: Shape, variant: dict) -> dict:
     """Pallas bf16 vs the float32 reference on float32 copies of the same inputs."""
     scale = shape.d**-0.5
     q, k, v, idx, w, do = make_inputs(shape, jnp.bfloat16, seed=1)
-    kernel_fn = fwdbwd_fn(KERNEL, scale, config)
+    kernel_fn = fwdbwd_fn(KERNEL, scale, variant)
     out, grads = kernel_fn(q, k, v, idx, w, do)
     f32 = [x.astype(jnp.float32) for x in (q, k, v, do)]
     with jax.default_matmul_precision("highest"):  # No TF32 in the oracle.
@@ -187,13 +189,13 @@ def bench_shape(name: str, shape: Shape, variants: dict, ceil: dict) -> list[dic
     xla_fb_fn, xla_temp = compile_with_temp(fwdbwd_fn("xla", scale), *fb_args)
     programs = {"xla": (fwd_fn("xla", scale), xla_fb_fn)}
     rows = {}
-    for vname, config in variants.items():
+    for vname, variant in variants.items():
         row = {"shape": name, "variant": vname, "xla_temp_over_q": xla_temp / q.nbytes}
         rows[vname] = row
         try:
-            fwd = fwd_fn(KERNEL, scale, config)
+            fwd = fwd_fn(KERNEL, scale, variant)
             jax.block_until_ready(fwd(*fwd_args))
-            fb, temp = compile_with_temp(fwdbwd_fn(KERNEL, scale, config), *fb_args)
+            fb, temp = compile_with_temp(fwdbwd_fn(KERNEL, scale, variant), *fb_args)
             row["temp_over_q"] = temp / q.nbytes
             programs[vname] = (fwd, fb)
         # A benchmark reports a variant that fails to compile instead of stopping the run.
@@ -225,7 +227,7 @@ def bench_breakdown(shape: Shape) -> dict:
     scale = shape.d**-0.5
     q, k, v, idx, w, do = make_inputs(shape, jnp.bfloat16, seed=0)
     config = GcaBlockConfig.default(shape.P, shape.S)
-    kw = dict(scale=scale, config=config, interpret=KERNEL == "interpret")
+    kw = dict(scale=scale, config=config, use_tf32_probs=False, interpret=KERNEL == "interpret")
     fwd = jax.jit(lambda q, k, v, i, w: gca_forward(q, k, v, i, w, **kw))
     _, lse2 = fwd(q, k, v, idx, w)
     dq_fn = jax.jit(
@@ -334,9 +336,7 @@ def main(argv=None) -> None:
         ROUNDS = 1
         for name in SHAPES:
             SHAPES[name] = Shape(B=1, C=4, H=2, d=16, K=2, S=16, P=16)
-        VARIANTS.clear()
-        VARIANTS["default"] = None  # The heuristic config for the tiny shape.
-        VARIANTS["tf32_probs"] = GcaBlockConfig(block_s_dkv=16, use_tf32_probs=True)
+        VARIANTS.pop("stages3")
     dev = jax.devices()[0]
     print(f"# GCA benchmark {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC", flush=True)
     print(
@@ -352,7 +352,7 @@ def main(argv=None) -> None:
     )
     errs = {}
     for vname in ("default", "tf32_probs"):
-        errs[vname] = check_correctness(SHAPES["paper B4 C260"], VARIANTS.get(vname))
+        errs[vname] = check_correctness(SHAPES["paper B4 C260"], VARIANTS[vname])
         print(f"errors vs fp32 reference ({vname}):", json.dumps(errs[vname]), flush=True)
     rows = []
     for name, shape in SHAPES.items():

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels.swa import pallas_triton, sliding_window_decode
+from kernels.swa._common import SwaBlockConfig
 from kernels.swa.reference import sliding_window_attention_reference
 
 BENCH = dict(B=4, T=16640, H=12, Hkv=12, d=64, W=512)
@@ -249,8 +250,8 @@ def main():
         return best_
 
     # 2. Optional block-config sweep at the bench shape (default: the heuristic configs).
-    best = pallas_triton.default_config(T, d, W)
-    best_wide = pallas_triton.default_config(T, d, -1)
+    best = SwaBlockConfig.default(T, d, W)
+    best_wide = SwaBlockConfig.default(T, d, -1)
     if args.sweep:
         best = sweep(W, best, FWD_SWEEP, BWD_SWEEP)
         best_wide = sweep(-1, best_wide, WIDE_FWD_SWEEP, WIDE_BWD_SWEEP)

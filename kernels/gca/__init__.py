@@ -16,51 +16,34 @@ import jax
 import jax.numpy as jnp
 
 from kernels._backend import UnsupportedInputError, resolve_backend
+from kernels._validation import check_qkv
 from kernels.gca import reference
 
 __all__ = ["gca_attention", "gca_decode"]
 
-_KERNEL_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+_KERNEL_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
 def _is_pow2(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
 
 
-def _kernel_support(
-    dtype, slots: int, head_dim: int, scale: float, slab_elements: int
-) -> tuple[bool, str]:
-    """Whether the Pallas-Triton kernels take these sizes (power-of-2 tiles, tensor-core dots)."""
+def _pallas_support(q: jax.Array, keys: jax.Array, scale: float) -> str:
+    """Why the Pallas-Triton kernels cannot take these inputs (power-of-2 tiles), or ""."""
+    slots, head_dim = keys.shape[2], q.shape[-1]
+    slab_elements = max(math.prod(q.shape[1:]), math.prod(keys.shape[1:]))
     if slab_elements >= 2**31:
         # Each program indexes one batch element's whole q or memory slab: keep offsets in int32.
-        return False, f"one batch element's q or memory has {slab_elements} >= 2**31 elements"
+        return f"one batch element's q or memory has {slab_elements} >= 2**31 elements"
     if not scale > 0:
-        return False, f"{scale=} must be positive"
-    if jnp.dtype(dtype) not in [jnp.dtype(t) for t in _KERNEL_DTYPES]:
-        return False, f"dtype {jnp.dtype(dtype)} not in float32/bfloat16/float16"
+        return f"{scale=} must be positive"
+    if jnp.dtype(q.dtype) not in _KERNEL_DTYPES:
+        return f"dtype {jnp.dtype(q.dtype)} not in float32/bfloat16/float16"
     if not (_is_pow2(slots) and 16 <= slots <= 128):
-        return False, f"slots per chunk S={slots} must be a power of 2 in [16, 128]"
+        return f"slots per chunk S={slots} must be a power of 2 in [16, 128]"
     if not (_is_pow2(head_dim) and 16 <= head_dim <= 256):
-        return False, f"head dim d={head_dim} must be a power of 2 in [16, 256]"
-    return True, ""
-
-
-def _check_qkv(op: str, q_shape, k_shape, v_shape, q_dtype, k_dtype, v_dtype) -> None:
-    """Raises UnsupportedInputError unless q/keys/values agree on dtype, batch, d and GQA groups."""
-    if k_shape != v_shape:
-        raise UnsupportedInputError(f"{op}: keys shape {k_shape} != values shape {v_shape}")
-    if not (q_dtype == k_dtype == v_dtype):
-        raise UnsupportedInputError(
-            f"{op}: q, keys and values must share a dtype, got {q_dtype}, {k_dtype}, {v_dtype}"
-        )
-    if q_shape[0] != k_shape[0]:
-        raise UnsupportedInputError(f"{op}: batch of q {q_shape} != batch of keys {k_shape}")
-    h, d = q_shape[-2:]
-    hkv, dk = k_shape[-2:]
-    if d != dk:
-        raise UnsupportedInputError(f"{op}: head dim of q ({d}) != head dim of keys ({dk})")
-    if h % hkv:
-        raise UnsupportedInputError(f"{op}: query heads H={h} must be a multiple of Hkv={hkv}")
+        return f"head dim d={head_dim} must be a power of 2 in [16, 256]"
+    return ""
 
 
 def gca_attention(
@@ -72,6 +55,7 @@ def gca_attention(
     *,
     scale: float,
     backend: str = "auto",
+    use_tf32_probs: bool = False,
 ) -> jax.Array:
     """Grouped Cross Attention of each query chunk over its K retrieved memory chunks.
 
@@ -90,6 +74,13 @@ def gca_attention(
       scale: softmax scale (1/sqrt(d) in DRT).
       backend: ``"auto"`` (default: pallas on GPU when supported, else xla), ``"xla"``,
         ``"pallas"`` or ``"interpret"``.
+      use_tf32_probs: an accuracy mode of the Pallas backends for 16-bit inputs: keep the
+        probabilities and dS in float32 and multiply them at TF32 precision (10-bit mantissa)
+        instead of casting them to the input dtype first (the default, as the original kernel,
+        docs/spec.md §2.2-2.3). Measured on an H200 at the paper shape: 2.4x slower forward and
+        2.1x slower forward+backward, for bf16 errors (rel_l2) of 1.7e-3 instead of 2.1-2.4e-3
+        (docs/performance.md, "GCA"). The XLA reference always keeps them in float32, so there
+        the flag changes nothing.
 
     Returns:
       (B, C, P, H, d) in q's dtype.
@@ -100,19 +91,13 @@ def gca_attention(
         dtypes than float32/bfloat16/float16).
     """
     op = "gca_attention"
-    if q_BxCxPxHxd.ndim != 5 or keys_BxExSxHkvxd.ndim != 5:
-        raise UnsupportedInputError(
-            f"{op}: expected q (B, C, P, H, d) and keys (B, E, S, Hkv, d), got "
-            f"{q_BxCxPxHxd.shape} and {keys_BxExSxHkvxd.shape}"
-        )
-    _check_qkv(
+    check_qkv(
         op,
-        q_BxCxPxHxd.shape,
-        keys_BxExSxHkvxd.shape,
-        values_BxExSxHkvxd.shape,
-        q_BxCxPxHxd.dtype,
-        keys_BxExSxHkvxd.dtype,
-        values_BxExSxHkvxd.dtype,
+        q_BxCxPxHxd,
+        keys_BxExSxHkvxd,
+        values_BxExSxHkvxd,
+        q_axes="B, C, P, H, d",
+        kv_axes="B, E, S, Hkv, d",
     )
     b, c = q_BxCxPxHxd.shape[:2]
     if idx_BxCxK.ndim != 3 or idx_BxCxK.shape[:2] != (b, c) or idx_BxCxK.shape[2] < 1:
@@ -123,11 +108,8 @@ def gca_attention(
         raise UnsupportedInputError(f"{op}: idx dtype must be int32, got {idx_BxCxK.dtype}")
     if not jnp.issubdtype(w_BxCxK.dtype, jnp.floating):
         raise UnsupportedInputError(f"{op}: w must be floating, got {w_BxCxK.dtype}")
-    slab = max(math.prod(q_BxCxPxHxd.shape[1:]), math.prod(keys_BxExSxHkvxd.shape[1:]))
-    ok, why = _kernel_support(
-        q_BxCxPxHxd.dtype, keys_BxExSxHkvxd.shape[2], q_BxCxPxHxd.shape[4], scale, slab
-    )
-    chosen = resolve_backend(op, backend, pallas_supported=ok, reason=why)
+    why = _pallas_support(q_BxCxPxHxd, keys_BxExSxHkvxd, scale)
+    chosen = resolve_backend(op, backend, pallas_supported=not why, reason=why)
     if chosen == "xla":
         return reference.gca_attention_reference(
             q_BxCxPxHxd, keys_BxExSxHkvxd, values_BxExSxHkvxd, idx_BxCxK, w_BxCxK, scale=scale
@@ -141,6 +123,7 @@ def gca_attention(
         idx_BxCxK,
         w_BxCxK,
         scale=scale,
+        use_tf32_probs=use_tf32_probs,
         interpret=chosen == "interpret",
     )
 
@@ -172,29 +155,20 @@ def gca_decode(
         inputs its kernel cannot take.
     """
     op = "gca_decode"
-    if q_BxNxHxd.ndim != 4 or keys_BxKxSxHkvxd.ndim != 5:
-        raise UnsupportedInputError(
-            f"{op}: expected q (B, N, H, d) and keys (B, K, S, Hkv, d), got "
-            f"{q_BxNxHxd.shape} and {keys_BxKxSxHkvxd.shape}"
-        )
-    _check_qkv(
+    check_qkv(
         op,
-        q_BxNxHxd.shape,
-        keys_BxKxSxHkvxd.shape,
-        values_BxKxSxHkvxd.shape,
-        q_BxNxHxd.dtype,
-        keys_BxKxSxHkvxd.dtype,
-        values_BxKxSxHkvxd.dtype,
+        q_BxNxHxd,
+        keys_BxKxSxHkvxd,
+        values_BxKxSxHkvxd,
+        q_axes="B, N, H, d",
+        kv_axes="B, K, S, Hkv, d",
     )
     if w_BxK.shape != keys_BxKxSxHkvxd.shape[:2]:
         raise UnsupportedInputError(
             f"{op}: w shape {w_BxK.shape} must be (B, K) = {keys_BxKxSxHkvxd.shape[:2]}"
         )
-    slab = max(math.prod(q_BxNxHxd.shape[1:]), math.prod(keys_BxKxSxHkvxd.shape[1:]))
-    ok, why = _kernel_support(
-        q_BxNxHxd.dtype, keys_BxKxSxHkvxd.shape[2], q_BxNxHxd.shape[3], scale, slab
-    )
-    chosen = resolve_backend(op, backend, pallas_supported=ok, reason=why)
+    why = _pallas_support(q_BxNxHxd, keys_BxKxSxHkvxd, scale)
+    chosen = resolve_backend(op, backend, pallas_supported=not why, reason=why)
     if chosen == "xla":
         return reference.gca_decode_reference(
             q_BxNxHxd, keys_BxKxSxHkvxd, values_BxKxSxHkvxd, w_BxK, scale=scale

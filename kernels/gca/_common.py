@@ -10,6 +10,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
 LOG2_E = math.log2(math.e)
+MIN_BLOCK = 16  # Triton tiles are powers of 2, and tl.dot needs K >= 16.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,20 +19,16 @@ class GcaBlockConfig:
 
     Attributes:
       block_q: query rows per program in the forward and dq kernels (power of 2, >= 16).
-      block_q_dkv: query rows per inner step of the dK/dV kernel (power of 2, >= 16).
-      block_s_dkv: memory slots per dK/dV program (power of 2, divides S, >= 16).
+      block_q_dkv: query rows per inner step of the dK/dV kernel (power of 2, >= 16, <= block_q).
+      block_s_dkv: memory slots per dK/dV program (power of 2, >= 16, divides S).
       block_n_decode: query rows per decode program (power of 2, >= 16).
       num_warps: warps of the forward and decode kernels.
       num_stages: software-pipelining stages of the forward and decode kernels.
       num_warps_bwd: warps of the backward kernels.
       num_stages_bwd: pipelining stages of the backward kernels.
-      use_tf32_probs: for 16-bit inputs, keep probabilities and dS in float32 and multiply them
-        at TF32 precision instead of casting them to the input dtype (the original kernel's
-        choice, docs/spec.md §2.2-2.3). More accurate; the cost is measured in benchmarks/gca.py.
-      use_cache_hints: L2 eviction hints on loads: keep what other programs re-read (memory
-        chunks in the forward and dq kernels; q and dO in the dK/dV kernel), stream the rest.
     """
 
+    # Defaults: the fastest of the runs on an H200 at the paper shape (docs/performance.md, "GCA").
     block_q: int = 64
     block_q_dkv: int = 64
     block_s_dkv: int = 64
@@ -40,27 +37,32 @@ class GcaBlockConfig:
     num_stages: int = 2
     num_warps_bwd: int = 4
     num_stages_bwd: int = 2
-    use_tf32_probs: bool = False
-    use_cache_hints: bool = False
 
-    @classmethod
-    def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
-        """Heuristic defaults for P query rows per chunk and S memory slots."""
-        block_q = max(16, min(64, pl.next_power_of_2(rows)))
-        return cls(block_q=block_q, block_q_dkv=block_q, block_s_dkv=min(64, slots))
-
-    def validate(self, slots: int) -> None:
-        """Raises ValueError if a tile size breaks the kernels' constraints for S slots."""
-        for name in ("block_q", "block_q_dkv", "block_s_dkv", "block_n_decode"):
-            size = getattr(self, name)
-            if size < 16 or size & (size - 1):
-                raise ValueError(f"GcaBlockConfig.{name}={size} must be a power of 2 >= 16")
-        if slots % self.block_s_dkv:
-            raise ValueError(f"GcaBlockConfig.block_s_dkv={self.block_s_dkv} must divide S={slots}")
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            size = getattr(self, f.name)
+            if f.name.startswith("block_") and (size < MIN_BLOCK or size & (size - 1)):
+                raise ValueError(f"GcaBlockConfig.{f.name}={size} must be a power of 2 >= 16")
         if self.block_q_dkv > self.block_q:
             raise ValueError(
                 f"GcaBlockConfig.block_q_dkv={self.block_q_dkv} must be <= block_q={self.block_q}"
             )
+
+    @classmethod
+    def default(cls, rows: int, slots: int) -> "GcaBlockConfig":
+        """Heuristic defaults for `rows` query rows (P, or N in decode) and S memory slots."""
+        block_q = max(MIN_BLOCK, min(64, pl.next_power_of_2(rows)))
+        return cls(
+            block_q=block_q,
+            block_q_dkv=block_q,
+            block_s_dkv=min(64, slots),
+            block_n_decode=block_q,
+        )
+
+    def validate(self, slots: int) -> None:
+        """Raises ValueError if a tile size does not fit S memory slots."""
+        if slots % self.block_s_dkv:
+            raise ValueError(f"GcaBlockConfig.block_s_dkv={self.block_s_dkv} must divide S={slots}")
 
 
 def dot(a: jax.Array, b: jax.Array, *, trans_b: bool = False):
@@ -144,8 +146,3 @@ def exp2(x: jax.Array, *, ftz: bool) -> jax.Array:
         result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, jnp.float32)],
     )
     return y
-
-
-def evict(use_hints: bool, policy: str) -> dict:
-    """Keyword arguments of plt.load for an L2 eviction policy, or none without hints."""
-    return {"eviction_policy": policy} if use_hints else {}

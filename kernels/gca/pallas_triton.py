@@ -13,8 +13,8 @@ Contract (same as kernels/gca/reference.py):
   h // (H // Hkv)).
 - Dtypes: float32, bfloat16, float16; q, keys and values share one. Scores, softmax and the
   weighted sum are float32; probabilities and dS are cast to the input dtype before their dots
-  (as the original kernel, docs/spec.md §2.2-2.3) unless GcaBlockConfig.use_tf32_probs. float32
-  inputs multiply at IEEE precision (no TF32).
+  (as the original kernel, docs/spec.md §2.2-2.3) unless use_tf32_probs. float32 inputs multiply at
+  IEEE precision (no TF32).
 - Softmax in base 2: on the GPU each exp2 is one ex2.approx.ftz.f32 (probabilities below
   2**-126 of a row's largest flush to 0); interpret mode uses jnp.exp2.
 - Retrieved chunks are read BY INDEX inside the kernels: each program holds the whole memory of
@@ -30,6 +30,8 @@ Contract (same as kernels/gca/reference.py):
 - Decode (gca_decode_pallas): N query rows against K chunks already gathered by the caller;
   forward only.
 - Block sizes, warps and stages: GcaBlockConfig (kernels/gca/_common.py), static.
+
+Tile letters besides the glossary's: Q query rows of one tile, N decode query rows.
 """
 
 import functools
@@ -44,7 +46,6 @@ from kernels.gca._common import (
     LOG2_E,
     GcaBlockConfig,
     dot,
-    evict,
     exp2,
     for_row_tile,
     prob_dot,
@@ -64,7 +65,6 @@ def _gca_fwd_kernel(
     *,
     scale,
     use_tf32,
-    use_hints,
     rows,
     num_k,
     tiles,
@@ -79,17 +79,12 @@ def _gca_fwd_kernel(
 
     def tile(q0, block_q):
         mask_Q = row_mask(q0, block_q, rows)
-        q_Qxd = plt.load(
-            q_ref.at[pl.ds(q0, block_q), :],
-            mask=mask_Q[:, None],
-            other=0.0,
-            **evict(use_hints, "evict_first"),
-        )
+        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
 
         def one_chunk(k, acc_Qxd):
             e = idx_ref[k]
-            k_Sxd = plt.load(keys_ref.at[e, :, :], **evict(use_hints, "evict_last"))
-            v_Sxd = plt.load(values_ref.at[e, :, :], **evict(use_hints, "evict_last"))
+            k_Sxd = plt.load(keys_ref.at[e, :, :])
+            v_Sxd = plt.load(values_ref.at[e, :, :])
             s_QxS = dot(q_Qxd, k_Sxd, trans_b=True)
             # scale > 0, so the max commutes with it; exp2(s * c - m) is one FMA per score.
             m_Q = jnp.max(s_QxS, axis=1) * qk_scale
@@ -110,19 +105,29 @@ def _gca_fwd_kernel(
     for_row_tile(tiles, pl.program_id(0) % tiles.count, tile)
 
 
-def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, interpret: bool):
+def gca_forward(
+    q_BxCxPxHxd,
+    keys_BxExSxHkvxd,
+    values_BxExSxHkvxd,
+    idx_BxCxK,
+    w_BxCxK,
+    *,
+    scale,
+    config: GcaBlockConfig,
+    use_tf32_probs: bool,
+    interpret: bool,
+):
     """Runs the forward kernel; returns (out (B, C, P, H, d), lse2 (B, C, H, K, P_pad) f32)."""
-    b, c, p, h, d = q.shape
-    e, s, hkv = keys.shape[1:4]
-    k = idx.shape[2]
+    b, c, p, h, d = q_BxCxPxHxd.shape
+    e, s, hkv = keys_BxExSxHkvxd.shape[1:4]
+    k = idx_BxCxK.shape[2]
     group = h // hkv
     tiles = row_tiles(p, config.block_q)
     nt = tiles.count
     kernel = functools.partial(
         _gca_fwd_kernel,
         scale=scale,
-        use_tf32=config.use_tf32_probs,
-        use_hints=config.use_cache_hints,
+        use_tf32=use_tf32_probs,
         rows=p,
         num_k=k,
         tiles=tiles,
@@ -140,7 +145,7 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec],
         out_specs=[q_spec, lse_spec],
         out_shape=[
-            jax.ShapeDtypeStruct(q.shape, q.dtype),
+            jax.ShapeDtypeStruct(q_BxCxPxHxd.shape, q_BxCxPxHxd.dtype),
             jax.ShapeDtypeStruct((b, c, h, k, tiles.padded), jnp.float32),
         ],
         compiler_params=plt.CompilerParams(
@@ -148,27 +153,27 @@ def gca_forward(q, keys, values, idx, w, *, scale, config: GcaBlockConfig, inter
         ),
         interpret=interpret,
         name="gca_fwd",
-    )(q, keys, values, idx, w)
+    )(q_BxCxPxHxd, keys_BxExSxHkvxd, values_BxExSxHkvxd, idx_BxCxK, w_BxCxK)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _gca(q, keys, values, idx, w, scale, config, interpret):
-    out, _ = gca_forward(q, keys, values, idx, w, scale=scale, config=config, interpret=interpret)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _gca(q, keys, values, idx, w, scale, config, use_tf32_probs, interpret):
+    """GCA through the kernels (shared by "pallas" and "interpret"); arrays as in gca_forward."""
+    static = dict(scale=scale, config=config, use_tf32_probs=use_tf32_probs, interpret=interpret)
+    out, _ = gca_forward(q, keys, values, idx, w, **static)
     return out
 
 
-def _gca_vjp_fwd(q, keys, values, idx, w, scale, config, interpret):
-    out, lse2 = gca_forward(
-        q, keys, values, idx, w, scale=scale, config=config, interpret=interpret
-    )
+def _gca_vjp_fwd(q, keys, values, idx, w, scale, config, use_tf32_probs, interpret):
+    static = dict(scale=scale, config=config, use_tf32_probs=use_tf32_probs, interpret=interpret)
+    out, lse2 = gca_forward(q, keys, values, idx, w, **static)
     return out, (q, keys, values, idx, w, lse2)
 
 
-def _gca_vjp_bwd(scale, config, interpret, residuals, dout):
+def _gca_vjp_bwd(scale, config, use_tf32_probs, interpret, residuals, dout):
     q, keys, values, idx, w, lse2 = residuals
-    dq, dkeys, dvalues, dw = vjp.gca_backward(
-        q, keys, values, idx, w, lse2, dout, scale=scale, config=config, interpret=interpret
-    )
+    static = dict(scale=scale, config=config, use_tf32_probs=use_tf32_probs, interpret=interpret)
+    dq, dkeys, dvalues, dw = vjp.gca_backward(q, keys, values, idx, w, lse2, dout, **static)
     return dq, dkeys, dvalues, None, dw
 
 
@@ -184,9 +189,13 @@ def gca_attention_pallas(
     *,
     scale: float,
     interpret: bool,
+    use_tf32_probs: bool = False,
     config: GcaBlockConfig | None = None,
 ):
-    """GCA through the Pallas kernels (inputs already validated by kernels.gca.gca_attention)."""
+    """GCA through the Pallas kernels (inputs already validated by kernels.gca.gca_attention).
+
+    config defaults to ``GcaBlockConfig.default(P, S)``; use_tf32_probs as in gca_attention.
+    """
     if config is None:
         config = GcaBlockConfig.default(q_BxCxPxHxd.shape[2], keys_BxExSxHkvxd.shape[2])
     config.validate(keys_BxExSxHkvxd.shape[2])
@@ -198,12 +207,13 @@ def gca_attention_pallas(
         w_BxCxK,
         float(scale),
         config,
+        bool(use_tf32_probs),
         bool(interpret),
     )
 
 
 def _gca_decode_kernel(
-    q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, use_tf32, rows, num_k, block_n, ftz
+    q_ref, keys_ref, values_ref, w_ref, out_ref, *, scale, rows, num_k, block_n, ftz
 ):
     """One (query tile, head, batch) of a decode step over K retrieved chunks.
 
@@ -221,7 +231,7 @@ def _gca_decode_kernel(
         m_N = jnp.max(s_NxS, axis=1) * qk_scale  # scale > 0 (checked by the public op).
         p_NxS = exp2(s_NxS * qk_scale - m_N[:, None], ftz=ftz)
         l_N = jnp.sum(p_NxS, axis=1)
-        o_Nxd = prob_dot(p_NxS, v_Sxd, use_tf32=use_tf32)
+        o_Nxd = dot(p_NxS.astype(v_Sxd.dtype), v_Sxd)
         return acc_Nxd + o_Nxd * (w_ref[k].astype(jnp.float32) / l_N)[:, None]
 
     acc_Nxd = jax.lax.fori_loop(
@@ -242,21 +252,18 @@ def gca_decode_pallas(
     interpret: bool,
     config: GcaBlockConfig | None = None,
 ):
-    """GCA decode step through the Pallas kernel (inputs validated by kernels.gca.gca_decode)."""
+    """GCA decode step through the Pallas kernel (inputs validated by kernels.gca.gca_decode).
+
+    config defaults to ``GcaBlockConfig.default(N, S)``; only its decode fields are read.
+    """
     b, n, h, d = q_BxNxHxd.shape
     k, s, hkv = keys_BxKxSxHkvxd.shape[1:4]
     group = h // hkv
     if config is None:
-        config = GcaBlockConfig(block_n_decode=max(16, min(64, pl.next_power_of_2(n))))
+        config = GcaBlockConfig.default(n, s)
     bn = config.block_n_decode
     kernel = functools.partial(
-        _gca_decode_kernel,
-        scale=float(scale),
-        use_tf32=config.use_tf32_probs,
-        rows=n,
-        num_k=k,
-        block_n=bn,
-        ftz=not interpret,
+        _gca_decode_kernel, scale=float(scale), rows=n, num_k=k, block_n=bn, ftz=not interpret
     )
     q_spec = pl.BlockSpec((None, n, None, d), lambda i, hh, bb: (bb, 0, hh, 0))
     mem_spec = pl.BlockSpec((None, k, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))

@@ -31,7 +31,6 @@ from kernels.gca._common import (
     LOG2_E,
     GcaBlockConfig,
     dot,
-    evict,
     exp2,
     for_row_tile,
     prob_dot,
@@ -94,7 +93,6 @@ def _gca_bwd_dq_kernel(
     *,
     scale,
     use_tf32,
-    use_hints,
     rows,
     num_k,
     tiles,
@@ -108,16 +106,13 @@ def _gca_bwd_dq_kernel(
 
     def tile(q0, block_q):
         mask_Q = row_mask(q0, block_q, rows)
-        stream = evict(use_hints, "evict_first")
-        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0, **stream)
-        do_Qxd = plt.load(
-            do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0, **stream
-        )
+        q_Qxd = plt.load(q_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
+        do_Qxd = plt.load(do_ref.at[pl.ds(q0, block_q), :], mask=mask_Q[:, None], other=0.0)
 
         def one_chunk(k, dq_Qxd):
             e = idx_ref[k]
-            k_Sxd = plt.load(keys_ref.at[e, :, :], **evict(use_hints, "evict_last"))
-            v_Sxd = plt.load(values_ref.at[e, :, :], **evict(use_hints, "evict_last"))
+            k_Sxd = plt.load(keys_ref.at[e, :, :])
+            v_Sxd = plt.load(values_ref.at[e, :, :])
             lse_Q = lse_ref[k, pl.ds(q0, block_q)]
             p_QxS = exp2(dot(q_Qxd, k_Sxd, trans_b=True) * qk_scale - lse_Q[:, None], ftz=ftz)
             dp_QxS = dot(do_Qxd, v_Sxd, trans_b=True)
@@ -155,7 +150,6 @@ def _gca_bwd_dkv_kernel(
     *,
     scale,
     use_tf32,
-    use_hints,
     rows,
     num_k,
     group,
@@ -172,9 +166,8 @@ def _gca_bwd_dkv_kernel(
     row = pl.program_id(0) // num_s_blocks
     s0 = (pl.program_id(0) % num_s_blocks) * block_s
     kv_head = pl.program_id(1)
-    k_Sxd = plt.load(keys_ref.at[pl.ds(s0, block_s), :], **evict(use_hints, "evict_first"))
-    v_Sxd = plt.load(values_ref.at[pl.ds(s0, block_s), :], **evict(use_hints, "evict_first"))
-    keep = evict(use_hints, "evict_last")  # q and dO of a batch are re-read by other rows.
+    k_Sxd = plt.load(keys_ref.at[pl.ds(s0, block_s), :])
+    v_Sxd = plt.load(values_ref.at[pl.ds(s0, block_s), :])
     qk_scale = scale * LOG2_E
 
     def one_pair(j, carry):
@@ -186,12 +179,8 @@ def _gca_bwd_dkv_kernel(
         def one_tile(head, q0, block_q, carry):
             dk_Sxd, dv_Sxd = carry
             mask_Q = row_mask(q0, block_q, rows)[:, None]
-            q_Qxd = plt.load(
-                q_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0, **keep
-            )
-            do_Qxd = plt.load(
-                do_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0, **keep
-            )
+            q_Qxd = plt.load(q_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
+            do_Qxd = plt.load(do_ref.at[c, pl.ds(q0, block_q), head, :], mask=mask_Q, other=0.0)
             lse_Q = lse_ref[c, head, k, pl.ds(q0, block_q)]
             delta_Q = delta_ref[c, head, k, pl.ds(q0, block_q)]
             # Scores as S x Q (slots by rows): P^T and dS^T come out of their dots already in
@@ -235,16 +224,27 @@ def _gca_bwd_dkv_kernel(
 
 
 def backward_dq(
-    q, keys, values, idx, w, lse2, dout, *, scale, config: GcaBlockConfig, interpret: bool
+    q_BxCxPxHxd,
+    keys_BxExSxHkvxd,
+    values_BxExSxHkvxd,
+    idx_BxCxK,
+    w_BxCxK,
+    lse2_BxCxHxKxPp,
+    dout_BxCxPxHxd,
+    *,
+    scale,
+    config: GcaBlockConfig,
+    use_tf32_probs: bool,
+    interpret: bool,
 ):
-    """The dq kernel: returns dq (like q) and delta (like lse2, float32)."""
-    b, c, p, h, d = q.shape
-    e, s, hkv = keys.shape[1:4]
-    k = idx.shape[2]
+    """The dq kernel: returns dq (like q) and delta (like lse2, float32; Pp = P_pad)."""
+    b, c, p, h, d = q_BxCxPxHxd.shape
+    e, s, hkv = keys_BxExSxHkvxd.shape[1:4]
+    k = idx_BxCxK.shape[2]
     group = h // hkv
     tiles = row_tiles(p, config.block_q)
     nt = tiles.count
-    p_pad = lse2.shape[-1]
+    p_pad = lse2_BxCxHxKxPp.shape[-1]
     assert p_pad == tiles.padded, (p_pad, tiles)
     params = plt.CompilerParams(num_warps=config.num_warps_bwd, num_stages=config.num_stages_bwd)
 
@@ -252,12 +252,11 @@ def backward_dq(
     mem_spec = pl.BlockSpec((None, e, s, None, d), lambda i, hh, bb: (bb, 0, 0, hh // group, 0))
     ck_spec = pl.BlockSpec((None, None, k), lambda i, hh, bb: (bb, i // nt, 0))
     lse_spec = pl.BlockSpec((None, None, None, k, p_pad), lambda i, hh, bb: (bb, i // nt, hh, 0, 0))
-    dq, delta = pl.pallas_call(
+    dq_BxCxPxHxd, delta_BxCxHxKxPp = pl.pallas_call(
         functools.partial(
             _gca_bwd_dq_kernel,
             scale=scale,
-            use_tf32=config.use_tf32_probs,
-            use_hints=config.use_cache_hints,
+            use_tf32=use_tf32_probs,
             rows=p,
             num_k=k,
             tiles=tiles,
@@ -267,27 +266,47 @@ def backward_dq(
         in_specs=[q_spec, mem_spec, mem_spec, ck_spec, ck_spec, lse_spec, q_spec],
         out_specs=[q_spec, lse_spec],
         out_shape=[
-            jax.ShapeDtypeStruct(q.shape, q.dtype),
-            jax.ShapeDtypeStruct(lse2.shape, jnp.float32),
+            jax.ShapeDtypeStruct(q_BxCxPxHxd.shape, q_BxCxPxHxd.dtype),
+            jax.ShapeDtypeStruct(lse2_BxCxHxKxPp.shape, jnp.float32),
         ],
         compiler_params=params,
         interpret=interpret,
         name="gca_bwd_dq",
-    )(q, keys, values, idx, w, lse2, dout)
-    return dq, delta
+    )(
+        q_BxCxPxHxd,
+        keys_BxExSxHkvxd,
+        values_BxExSxHkvxd,
+        idx_BxCxK,
+        w_BxCxK,
+        lse2_BxCxHxKxPp,
+        dout_BxCxPxHxd,
+    )
+    return dq_BxCxPxHxd, delta_BxCxHxKxPp
 
 
 def backward_dkv(
-    q, keys, values, idx, w, lse2, delta, dout, *, scale, config: GcaBlockConfig, interpret: bool
+    q_BxCxPxHxd,
+    keys_BxExSxHkvxd,
+    values_BxExSxHkvxd,
+    idx_BxCxK,
+    w_BxCxK,
+    lse2_BxCxHxKxPp,
+    delta_BxCxHxKxPp,
+    dout_BxCxPxHxd,
+    *,
+    scale,
+    config: GcaBlockConfig,
+    use_tf32_probs: bool,
+    interpret: bool,
 ):
     """The inverse index (XLA) and the dK/dV kernel: returns dkeys, dvalues."""
-    b, c, p, h, d = q.shape
-    e, s, hkv = keys.shape[1:4]
-    k = idx.shape[2]
+    b, c, p, h, d = q_BxCxPxHxd.shape
+    e, s, hkv = keys_BxExSxHkvxd.shape[1:4]
+    k = idx_BxCxK.shape[2]
     group = h // hkv
-    p_pad = lse2.shape[-1]
+    p_pad = lse2_BxCxHxKxPp.shape[-1]
     params = plt.CompilerParams(num_warps=config.num_warps_bwd, num_stages=config.num_stages_bwd)
-    order, start, end = inverse_index(idx, w, e)
+    order_BxN, start_BxE, end_BxE = inverse_index(idx_BxCxK, w_BxCxK, e)
     tiles_kv = row_tiles(p, config.block_q_dkv)
     assert tiles_kv.padded <= p_pad, (tiles_kv, p_pad)  # block_q_dkv <= block_q.
     bs = config.block_s_dkv
@@ -295,12 +314,11 @@ def backward_dkv(
     batch_spec5 = pl.BlockSpec((None, c, p, h, d), lambda i, hh, bb: (bb, 0, 0, 0, 0))
     row_spec = pl.BlockSpec((None, None, s, None, d), lambda i, hh, bb: (bb, i // ns, 0, hh, 0))
     res_spec = pl.BlockSpec((None, c, h, k, p_pad), lambda i, hh, bb: (bb, 0, 0, 0, 0))
-    dkeys, dvalues = pl.pallas_call(
+    dkeys_BxExSxHkvxd, dvalues_BxExSxHkvxd = pl.pallas_call(
         functools.partial(
             _gca_bwd_dkv_kernel,
             scale=scale,
-            use_tf32=config.use_tf32_probs,
-            use_hints=config.use_cache_hints,
+            use_tf32=use_tf32_probs,
             rows=p,
             num_k=k,
             group=group,
@@ -324,23 +342,48 @@ def backward_dkv(
         ],
         out_specs=[row_spec, row_spec],
         out_shape=[
-            jax.ShapeDtypeStruct(keys.shape, keys.dtype),
-            jax.ShapeDtypeStruct(values.shape, values.dtype),
+            jax.ShapeDtypeStruct(keys_BxExSxHkvxd.shape, keys_BxExSxHkvxd.dtype),
+            jax.ShapeDtypeStruct(values_BxExSxHkvxd.shape, values_BxExSxHkvxd.dtype),
         ],
         compiler_params=params,
         interpret=interpret,
         name="gca_bwd_dkv",
-    )(q, dout, keys, values, w, lse2, delta, order, start, end)
-    return dkeys, dvalues
+    )(
+        q_BxCxPxHxd,
+        dout_BxCxPxHxd,
+        keys_BxExSxHkvxd,
+        values_BxExSxHkvxd,
+        w_BxCxK,
+        lse2_BxCxHxKxPp,
+        delta_BxCxHxKxPp,
+        order_BxN,
+        start_BxE,
+        end_BxE,
+    )
+    return dkeys_BxExSxHkvxd, dvalues_BxExSxHkvxd
 
 
 def gca_backward(
-    q, keys, values, idx, w, lse2, dout, *, scale, config: GcaBlockConfig, interpret: bool
+    q_BxCxPxHxd,
+    keys_BxExSxHkvxd,
+    values_BxExSxHkvxd,
+    idx_BxCxK,
+    w_BxCxK,
+    lse2_BxCxHxKxPp,
+    dout_BxCxPxHxd,
+    *,
+    scale,
+    config: GcaBlockConfig,
+    use_tf32_probs: bool,
+    interpret: bool,
 ):
     """Gradients (dq, dkeys, dvalues, dw) of GCA from the forward's base-2 log-sum-exp."""
-    kw = dict(scale=scale, config=config, interpret=interpret)
-    dq, delta = backward_dq(q, keys, values, idx, w, lse2, dout, **kw)
-    dkeys, dvalues = backward_dkv(q, keys, values, idx, w, lse2, delta, dout, **kw)
+    static = dict(scale=scale, config=config, use_tf32_probs=use_tf32_probs, interpret=interpret)
+    arrays = (q_BxCxPxHxd, keys_BxExSxHkvxd, values_BxExSxHkvxd, idx_BxCxK, w_BxCxK)
+    dq_BxCxPxHxd, delta_BxCxHxKxPp = backward_dq(*arrays, lse2_BxCxHxKxPp, dout_BxCxPxHxd, **static)
+    dkeys_BxExSxHkvxd, dvalues_BxExSxHkvxd = backward_dkv(
+        *arrays, lse2_BxCxHxKxPp, delta_BxCxHxKxPp, dout_BxCxPxHxd, **static
+    )
     # dw_k = sum over heads and rows of delta_k (padded rows hold delta = 0: dO is masked to 0).
-    dw = jnp.sum(delta, axis=(2, 4)).astype(w.dtype)
-    return dq, dkeys, dvalues, dw
+    dw_BxCxK = jnp.sum(delta_BxCxHxKxPp, axis=(2, 4)).astype(w_BxCxK.dtype)
+    return dq_BxCxPxHxd, dkeys_BxExSxHkvxd, dvalues_BxExSxHkvxd, dw_BxCxK

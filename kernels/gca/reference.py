@@ -1,6 +1,6 @@
 """Pure-jnp reference for Grouped Cross Attention (GCA): the ground truth for every backend.
 
-Contract (DESIGN.md §4, docs/spec.md §2.2):
+Contract (docs/architecture.md, "Contracts"; docs/spec.md §2.2):
 
     out[b, c] = sum_k w[b, c, k] * softmax_j(q[b, c] @ keys[b, idx[b, c, k]].T * scale)
                                   @ values[b, idx[b, c, k]]

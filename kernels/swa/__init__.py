@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from kernels._backend import UnsupportedInputError, resolve_backend
+from kernels._validation import check_qkv
 from kernels.swa.reference import (
     sliding_window_attention_reference,
     sliding_window_decode_reference,
@@ -22,25 +23,25 @@ _PALLAS_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
 _PALLAS_MAX_HEAD_DIM = 256
 
 
-def _check_common(q_shape, kv_shape, head_axis, window, alibi_slopes, dtypes, op):
-    """Validates the shape/dtype rules shared by training and decode; returns (H, Hkv)."""
-    H, d = q_shape[head_axis], q_shape[-1]
-    Hkv, dk = kv_shape[head_axis], kv_shape[-1]
-    if d != dk:
-        raise UnsupportedInputError(f"{op}: head dims differ: q has d={d}, k/v have d={dk}")
-    if Hkv == 0 or H % Hkv:
-        raise UnsupportedInputError(
-            f"{op}: query heads H={H} must be a multiple of kv heads {Hkv=}"
-        )
-    if len(set(dtypes)) != 1 or not jnp.issubdtype(dtypes[0], jnp.floating):
-        raise UnsupportedInputError(f"{op}: q, k, v must share one float dtype, got {dtypes}")
+def _check_window_and_slopes(op: str, window, alibi_slopes, num_heads: int) -> None:
+    """Raises UnsupportedInputError unless window is W >= 0 or -1 and the slopes are (H,)."""
     if not isinstance(window, int) or window < -1:
         raise UnsupportedInputError(f"{op}: {window=} must be an int >= 0, or -1 for full causal")
-    if alibi_slopes is not None and tuple(alibi_slopes.shape) != (H,):
+    if alibi_slopes is not None and tuple(alibi_slopes.shape) != (num_heads,):
         raise UnsupportedInputError(
-            f"{op}: alibi_slopes must have shape (H,)=({H},), got {tuple(alibi_slopes.shape)}"
+            f"{op}: alibi_slopes must have shape (H,)=({num_heads},), got "
+            f"{tuple(alibi_slopes.shape)}"
         )
-    return H, Hkv
+
+
+def _pallas_support(q: jax.Array) -> str:
+    """Why the Pallas-Triton kernels cannot take these inputs, or ""."""
+    reasons = []
+    if jnp.dtype(q.dtype) not in _PALLAS_DTYPES:
+        reasons.append(f"dtype {q.dtype} not in {_PALLAS_DTYPES}")
+    if q.shape[-1] > _PALLAS_MAX_HEAD_DIM:
+        reasons.append(f"head dim d={q.shape[-1]} > {_PALLAS_MAX_HEAD_DIM}")
+    return "; ".join(reasons)
 
 
 def sliding_window_attention(
@@ -76,25 +77,15 @@ def sliding_window_attention(
         requested Pallas backend cannot take these inputs.
     """
     op = "sliding_window_attention"
-    if q_BxTxHxd.ndim != 4 or k_BxTxHkvxd.ndim != 4 or k_BxTxHkvxd.shape != v_BxTxHkvxd.shape:
-        raise UnsupportedInputError(
-            f"{op}: expected q (B, T, H, d) and k, v (B, T, Hkv, d) of one shape, got "
-            f"{q_BxTxHxd.shape}, {k_BxTxHkvxd.shape}, {v_BxTxHkvxd.shape}"
-        )
+    check_qkv(op, q_BxTxHxd, k_BxTxHkvxd, v_BxTxHkvxd, q_axes="B, T, H, d", kv_axes="B, T, Hkv, d")
     if q_BxTxHxd.shape[:2] != k_BxTxHkvxd.shape[:2]:
         raise UnsupportedInputError(
             f"{op}: q and k/v must share (B, T), got {q_BxTxHxd.shape[:2]} and "
             f"{k_BxTxHkvxd.shape[:2]}"
         )
-    dtypes = (q_BxTxHxd.dtype, k_BxTxHkvxd.dtype, v_BxTxHkvxd.dtype)
-    _check_common(q_BxTxHxd.shape, k_BxTxHkvxd.shape, 2, window, alibi_slopes, dtypes, op)
-    d = q_BxTxHxd.shape[-1]
-    reasons = []
-    if jnp.dtype(q_BxTxHxd.dtype) not in _PALLAS_DTYPES:
-        reasons.append(f"dtype {q_BxTxHxd.dtype} not in {_PALLAS_DTYPES}")
-    if d > _PALLAS_MAX_HEAD_DIM:
-        reasons.append(f"head dim d={d} > {_PALLAS_MAX_HEAD_DIM}")
-    chosen = resolve_backend(op, backend, pallas_supported=not reasons, reason="; ".join(reasons))
+    _check_window_and_slopes(op, window, alibi_slopes, q_BxTxHxd.shape[2])
+    why = _pallas_support(q_BxTxHxd)
+    chosen = resolve_backend(op, backend, pallas_supported=not why, reason=why)
     if chosen == "xla":
         return sliding_window_attention_reference(
             q_BxTxHxd,
@@ -151,19 +142,12 @@ def sliding_window_decode(
       UnsupportedInputError: shapes, dtypes or window violate the contract.
     """
     op = "sliding_window_decode"
+    check_qkv(op, q_BxHxd, k_BxNxHkvxd, v_BxNxHkvxd, q_axes="B, H, d", kv_axes="B, N, Hkv, d")
     B = q_BxHxd.shape[0]
-    if (
-        q_BxHxd.ndim != 3
-        or k_BxNxHkvxd.ndim != 4
-        or k_BxNxHkvxd.shape != v_BxNxHkvxd.shape
-        or k_BxNxHkvxd.shape[0] != B
-        or tuple(key_pos_BxN.shape) != tuple(k_BxNxHkvxd.shape[:2])
-        or tuple(q_pos_B.shape) != (B,)
-    ):
+    if tuple(key_pos_BxN.shape) != tuple(k_BxNxHkvxd.shape[:2]) or tuple(q_pos_B.shape) != (B,):
         raise UnsupportedInputError(
-            f"{op}: expected q (B, H, d), k/v (B, N, Hkv, d), key_pos (B, N), q_pos (B,), got "
-            f"{q_BxHxd.shape}, {k_BxNxHkvxd.shape}, {v_BxNxHkvxd.shape}, {key_pos_BxN.shape}, "
-            f"{q_pos_B.shape}"
+            f"{op}: expected key_pos (B, N) = {tuple(k_BxNxHkvxd.shape[:2])} and q_pos (B,) = "
+            f"({B},), got {key_pos_BxN.shape} and {q_pos_B.shape}"
         )
     if not (
         jnp.issubdtype(key_pos_BxN.dtype, jnp.integer)
@@ -172,8 +156,7 @@ def sliding_window_decode(
         raise UnsupportedInputError(
             f"{op}: key_pos and q_pos must be integers, got {key_pos_BxN.dtype}, {q_pos_B.dtype}"
         )
-    dtypes = (q_BxHxd.dtype, k_BxNxHkvxd.dtype, v_BxNxHkvxd.dtype)
-    _check_common(q_BxHxd.shape, k_BxNxHkvxd.shape, -2, window, alibi_slopes, dtypes, op)
+    _check_window_and_slopes(op, window, alibi_slopes, q_BxHxd.shape[1])
     return sliding_window_decode_reference(
         q_BxHxd,
         k_BxNxHkvxd,
