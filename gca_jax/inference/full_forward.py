@@ -1,8 +1,9 @@
-"""Evaluation of models without chunk memory (the sliding-window baseline) by one full forward.
+"""Evaluation by one full forward, for models whose only scoring path is ``score``.
 
 ``FullForwardScorer.prefill`` has the evaluation subset of ``Engine.prefill``'s interface
 (logits at chosen positions, CE sums), so ``eval.ppl`` and ``eval.passkey`` score the BaseLM
-(``model_type: swa_lm``) with the same code as DRT. It runs the whole sequence in one jitted
+(``model_type: swa_lm``) and any other ``LanguageModel`` with the same code as DRT
+(``gca_jax.inference.make_scorer`` chooses). It runs the whole sequence in one jitted
 forward: activations grow linearly with T (the attention kernels are O(T * W)) and only the
 requested positions' logits are formed, but there is no segmentation, so the longest length
 is bounded by device memory.
@@ -38,10 +39,11 @@ def _forward(graphdef, params, tokens_BxT, pos_BxQ, *, with_ce: bool):
 
 
 class FullForwardScorer:
-    """Scores a model with ``hidden_states``/``embed`` (e.g. ``SlidingWindowLM``) in one forward.
+    """Scores a ``LanguageModel`` (e.g. ``SlidingWindowLM``) in one forward per sequence.
 
     Args:
-      model: an nnx model whose ``hidden_states(tokens)`` returns (B, T, D) final-normed states.
+      model: a model whose ``hidden_states(tokens)`` returns (B, T, D) final-normed states and
+        whose ``embed`` is the tied output head.
     """
 
     def __init__(self, model: nnx.Module):
