@@ -1,4 +1,4 @@
-"""Attention kernels for DRT, each with a pure-jnp reference and a Pallas (Triton) implementation.
+"""Attention kernels for DRT and its baselines, each with a pure-jnp reference and a Pallas (Triton) implementation.
 
 One public function per op, with a ``backend`` switch: ``"xla"`` (reference), ``"pallas"``
 (GPU), ``"interpret"`` (the Pallas kernels on CPU) and ``"auto"``.
@@ -6,6 +6,7 @@ One public function per op, with a ``backend`` switch: ``"xla"`` (reference), ``
 
 from kernels._backend import BACKENDS, Backend, BackendOrAuto, UnsupportedInputError
 from kernels.gca import gca_attention, gca_decode
+from kernels.landmark import landmark_attention
 from kernels.swa import sliding_window_attention, sliding_window_decode
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "UnsupportedInputError",
     "gca_attention",
     "gca_decode",
+    "landmark_attention",
     "sliding_window_attention",
     "sliding_window_decode",
 ]
