@@ -1,4 +1,4 @@
-"""Attention kernels for DRT and its baselines, each with a pure-jnp reference and a Pallas (Triton) implementation.
+"""Attention kernels for DRT and its baselines: each a pure-jnp reference and a Pallas kernel.
 
 One public function per op, with a ``backend`` switch: ``"xla"`` (reference), ``"pallas"``
 (GPU), ``"interpret"`` (the Pallas kernels on CPU) and ``"auto"``.
