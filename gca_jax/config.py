@@ -84,9 +84,39 @@ class RetrievalConfig:
         return len(self.group_layers)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LandmarkConfig:
+    """``model.landmark``: Landmark Attention's blocks (docs/architecture.md, "Model types")."""
+
+    model_types: ClassVar[tuple[str, ...]] = ("landmark",)  # the model types that read this section
+
+    # Names apart from model.retrieval's (top_k, rope_theta), so those bare override keys stay
+    # unambiguous.
+    block_len: int = 64  # P positions per block: P - 1 raw tokens, then the landmark token
+    eval_top_k: int = 4  # blocks retrieved per head and query at long-context evaluation
+    decoder_rope_theta: float = 10000.0  # RoPE base of every decoder layer's attention
+
+    def __post_init__(self):
+        _check(
+            self,
+            "model.landmark.block_len",
+            self.block_len >= 2,
+            "must be >= 2 (at least one raw token before each landmark)",
+        )
+        _check(self, "model.landmark.eval_top_k", self.eval_top_k >= 1, "must be >= 1")
+        _check(
+            self, "model.landmark.decoder_rope_theta", self.decoder_rope_theta > 0, "must be > 0"
+        )
+
+    @property
+    def tokens_per_block(self) -> int:
+        """Raw tokens per block, P - 1 (a landmark follows them)."""
+        return self.block_len - 1
+
+
 # Family subsections of ModelConfig: field name -> section class. A new model family with fields
 # of its own adds its section class above and one field to ModelConfig.
-FAMILY_SECTIONS: dict[str, type] = {"retrieval": RetrievalConfig}
+FAMILY_SECTIONS: dict[str, type] = {"retrieval": RetrievalConfig, "landmark": LandmarkConfig}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +141,7 @@ class ModelConfig:
     remat: RematPolicy = "full"  # per-layer rematerialisation
     loss_block: int = 4096  # tokens per block of the chunked cross-entropy
     retrieval: RetrievalConfig | None = None  # DRT only; filled with defaults when absent
+    landmark: LandmarkConfig | None = None  # Landmark Attention only; defaults when absent
 
     def __post_init__(self):
         for key in ("vocab_size", "hidden_size", "num_heads", "num_kv_heads", "mlp_hidden"):
@@ -151,6 +182,14 @@ class ModelConfig:
                 self.num_layers > upper,
                 f"must exceed the upper layers sum(model.retrieval.group_layers)={upper}: "
                 "DRT needs at least one lower layer",
+            )
+        if self.landmark is not None:
+            _check(
+                self,
+                "model.window",
+                self.window == -1,
+                "must be -1 for model_type='landmark': its grouped softmax sees the whole causal "
+                "past through the landmarks",
             )
 
     def _resolve_family_sections(self) -> None:

@@ -215,7 +215,7 @@ def test_model_type_is_checked_against_the_registry():
     cfg = load_config(None, ["model.model_type=nope"])  # loads: the registry decides
     assert cfg.model.retrieval is None
     with pytest.raises(
-        ConfigError, match=r"model.model_type='nope': must be one of \['drt', 'swa_lm'"
+        ConfigError, match=r"model.model_type='nope': must be one of \['drt', 'landmark', 'swa_lm'"
     ):
         check_config(cfg)
 

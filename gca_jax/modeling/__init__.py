@@ -13,6 +13,7 @@ from gca_jax.modeling.interface import (
     LanguageModel,
     MissingCapabilityError,
 )
+from gca_jax.modeling.landmark import LandmarkLM
 from gca_jax.modeling.registry import (
     MODELS,
     build_model,
@@ -37,6 +38,7 @@ __all__ = [
     "CAPABILITIES",
     "DECODE",
     "DRT",
+    "LandmarkLM",
     "MODELS",
     "PREFILL",
     "RETRIEVAL",

@@ -15,10 +15,12 @@ from flax import nnx
 from gca_jax.config import Config, ConfigError, ModelConfig
 from gca_jax.modeling.drt import DRT
 from gca_jax.modeling.interface import LanguageModel
+from gca_jax.modeling.landmark import LandmarkLM
 from gca_jax.modeling.swa_lm import SlidingWindowLM
 
 MODELS: dict[str, type[LanguageModel]] = {
     "drt": DRT,
+    "landmark": LandmarkLM,
     "swa_lm": SlidingWindowLM,
 }
 

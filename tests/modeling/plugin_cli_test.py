@@ -108,6 +108,7 @@ def test_unknown_model_type_and_missing_plugin_are_one_line_errors(run, tmp_path
     config.write_text(CONFIG)
     proc = run("train", "--config", str(config), "--output_dir", str(tmp_path / "x"))
     assert proc.returncode == 2
-    assert "model.model_type='dummy_bag': must be one of ['drt', 'swa_lm']" in proc.stderr
+    registered = "['drt', 'landmark', 'swa_lm']"
+    assert f"model.model_type='dummy_bag': must be one of {registered}" in proc.stderr
     proc = run("train", "--config", str(config), "--plugin", "tests.no_such_module")
     assert proc.returncode == 2 and "--plugin tests.no_such_module" in proc.stderr

@@ -11,6 +11,7 @@ from gca_jax.modeling import (
     PREFILL,
     RETRIEVAL,
     SCORE,
+    LandmarkLM,
     LanguageModel,
     MissingCapabilityError,
     SlidingWindowLM,
@@ -30,15 +31,16 @@ SWA = ["model.model_type=swa_lm", "model.retrieval=null"]
 
 
 def test_registered_types_and_their_capabilities():
-    assert MODELS == {"drt": DRT, "swa_lm": SlidingWindowLM}
+    assert MODELS == {"drt": DRT, "landmark": LandmarkLM, "swa_lm": SlidingWindowLM}
     assert DRT.capabilities == {SCORE, PREFILL, DECODE, RETRIEVAL}
     assert SlidingWindowLM.capabilities == {SCORE}
+    assert LandmarkLM.capabilities == {SCORE}
     assert model_class("drt") is DRT
 
 
 def test_an_unknown_model_type_lists_the_registered_ones():
     cfg = load_config(None, ["model.model_type=drtt"])
-    message = r"model.model_type='drtt': must be one of \['drt', 'swa_lm'\]"
+    message = r"model.model_type='drtt': must be one of \['drt', 'landmark', 'swa_lm'\]"
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
     with pytest.raises(ConfigError, match=message):
