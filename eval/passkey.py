@@ -1,10 +1,11 @@
 """Passkey retrieval accuracy vs context length (docs/spec.md §6.5), with segmented prefill.
 
-python -m eval.passkey --config configs/tiny.yaml --task single --lengths 1k,4k --samples 8 \
-    --out runs/passkey [--checkpoint DIR] [--corpus DIR] [--offload] [key=value ...]
+python -m eval.passkey --checkpoint RUN_DIR --task single --lengths 1k,4k --samples 8 \
+    --out runs/passkey [--config CFG] [--corpus DIR] [--offload] [key=value ...]
+(--random_init --config CFG instead of --checkpoint: random weights, for smoke tests.)
 Lengths are rounded down to a multiple of the NIAH chunk length (the model's S, or
-data.niah_chunk_len). Writes passkey.json and passkey.png to --out,
-updated after each length.
+data.niah_chunk_len). Writes passkey.json (with the checkpoint step) and passkey.png to --out,
+updated after each length. Non-finite logits exit 2.
 """
 
 import math
@@ -13,11 +14,12 @@ import sys
 import typing
 
 from eval import _common
+from gca_jax import cli
 from gca_jax.config import NiahTask
 
 
-def main(argv=None) -> None:
-    """Parses arguments, runs the evaluation, writes the results."""
+def main(argv=None) -> int:
+    """Parses arguments, runs the evaluation, writes the results; returns the exit status."""
     p = _common.parser("python -m eval.passkey", __doc__)
     p.add_argument("--task", choices=typing.get_args(NiahTask), default="single")
     p.add_argument("--lengths", default="4k,16k", help="comma list: 4k,16k,...,16M")
@@ -28,6 +30,10 @@ def main(argv=None) -> None:
     p.add_argument("--corpus", default=None, help="prepared corpus (default: built-in text)")
     p.add_argument("--out", required=True, help="output directory")
     args = p.parse_args(argv)
+    return cli.run(lambda: _run(args, p), debug=args.debug)
+
+
+def _run(args, p) -> None:
     from absl import flags
 
     flags.FLAGS.mark_as_parsed()  # grain reads absl flags
@@ -35,18 +41,16 @@ def main(argv=None) -> None:
 
     from gca_jax.data.niah import NiahSource
     from gca_jax.inference import evaluation as ev
-    from gca_jax.inference.loading import check_corpus_tokenizer
 
-    lengths = [ev.parse_length(x) for x in args.lengths.split(",")]
-    samples = [int(x) for x in args.samples.split(",")]
+    lengths = _common.lengths(args.lengths)
+    samples = [int(x) if x.strip().isdigit() else 0 for x in args.samples.split(",")]
     if len(samples) == 1:
         samples *= len(lengths)
     if len(samples) != len(lengths) or min(samples) < 1:
         p.error(f"--samples {args.samples}: give one count >= 1, or one per length")
-    engine, cfg = _common.setup(args)
-    os.makedirs(args.out, exist_ok=True)
-    corpus = _common.corpus_or_builtin(args.corpus, args.out, cfg.data.tokenizer)
-    tok = check_corpus_tokenizer(cfg, corpus)
+    _common.output_dir(args.out)
+    engine, cfg, origin = _common.setup(args)
+    corpus, tok = _common.corpus_and_tokenizer(args.corpus, args.out, cfg)
     chunk = cfg.niah_chunk_len
     if chunk is None:
         raise ValueError(
@@ -57,6 +61,11 @@ def main(argv=None) -> None:
     summaries, records = [], {}
     for length, num in zip(lengths, samples, strict=True):
         t = length // unit * unit
+        if t == 0:
+            raise ValueError(
+                f"--lengths {args.lengths}: {length} is shorter than one NIAH unit of {unit} "
+                "tokens (the chunk length); pass longer lengths"
+            )
         source = NiahSource(
             corpus,
             tok,
@@ -80,7 +89,7 @@ def main(argv=None) -> None:
             {
                 "command": " ".join(sys.argv),
                 "task": args.task,
-                "checkpoint": args.checkpoint,
+                **origin.to_dict(),
                 "corpus": corpus,
                 "summaries": summaries,
                 "records": records,
@@ -93,4 +102,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_common.run(main))
+    sys.exit(main())

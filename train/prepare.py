@@ -4,13 +4,17 @@ Also: `--fetch-tokenizer gpt2` caches the GPT-2 tokenizer in data/gpt2; `--fetch
 downloads and unpacks a recipe's Debian packages (into `--out`, default data/debian); `--recipe
 RECIPE [ROOT] --out DIR` prepares DIR/{train,validation,test} from them (GPT-2 tokens by default).
 A thin CLI over `gca_jax.data` (deterministic, so it takes no --seed); see docs/data.md for every
-source and recipe. Exit status 2 means bad inputs, reported before any work; 1 a failed download.
+source and recipe. The summary ends with the config lines a model trained on the corpus needs.
+Exit status 2 means an expected error (bad inputs, reported before any work; inputs with no
+usable document; an unwritable --out; a full disk): one `error:` line, its traceback only with
+--debug. Status 1 is a failed download, or a bug (with its traceback).
 """
 
 import argparse
 import logging
 import sys
 
+from gca_jax import cli
 from gca_jax.data import gpt2, prepare, recipes, sources
 
 # (flag, prepare_corpus keyword, argparse options); the first two also apply to --recipe.
@@ -44,17 +48,39 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--fetch-tokenizer", choices=(gpt2.NAME,), help=f"cache in {gpt2.GPT2_DIR}")
     for flag, dest, kw in _OPTIONS:
         p.add_argument(flag, dest=dest, **kw)
+    p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors too")
     return p
 
 
 def _summary(out: str, m: dict) -> str:
     mb, secs, cpu = m["text_bytes"] / 1e6, max(m["seconds"], 1e-9), max(m["cpu_seconds"], 1e-9)
+    t = m["tokenizer"]
     return (
         f"{out}: {m['num_documents']} documents, {m['num_tokens']} tokens, "
         f"{len(m['shards'])} shards ({m['shards_reused']} reused from an earlier run); "
         f"skipped: {m['skipped'] or 'none'}; tokenized {mb:.2f} MB in {secs:.1f} s "
-        f"({mb / secs:.2f} MB/s; {mb / cpu:.2f} MB per CPU-second per process)"
+        f"({mb / secs:.2f} MB/s; {mb / cpu:.2f} MB per CPU-second per process); "
+        f"vocabulary {t['vocab_size']} ids (eot {t['eot_id']}, pad {t['pad_id']}, "
+        f"landmark {t['landmark_id']})"
     )
+
+
+def _report(args, made: dict) -> None:
+    """Prints the summaries, a smaller trained vocabulary than asked, and the config lines."""
+    for out, m in made.items():
+        print(_summary(out, m))
+    if not made:
+        return
+    vocab = next(iter(made.values()))["tokenizer"]["vocab_size"]
+    asked = args.train_tokenizer_vocab
+    if asked and vocab < asked:
+        print(
+            f"WARNING: --train-tokenizer {asked} gave only {vocab} ids (the inputs hold too few "
+            f"distinct merges); the config lines below use {vocab}"
+        )
+    print("config lines for a model trained on it (YAML keys, or key=value overrides):")
+    for line in prepare.config_lines(made, args.tokenizer):
+        print(f"  {line}")
 
 
 def _run(args, p, progress) -> dict:
@@ -95,6 +121,10 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
     )
+    return cli.run(lambda: _main(args, p), debug=args.debug)
+
+
+def _main(args, p) -> int:
     from tqdm import tqdm
 
     bars = []
@@ -106,17 +136,15 @@ def main(argv=None) -> int:
 
     try:
         made = _run(args, p, progress)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, cli.UserError) or args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)  # a failed download or unpack
         return 1
     finally:
         for bar in bars:
             bar.close()
-    for out, m in made.items():
-        print(_summary(out, m))
+    _report(args, made)
     return 0
 
 

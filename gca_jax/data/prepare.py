@@ -7,13 +7,17 @@ followed by EOT, as raw bytes of the manifest's `token_dtype`), `<shard>.lengths
 `<shard>.done.json` marker, written atomically. The marker is the commit point: a re-run skips
 shards that have one and redoes the others, so an interrupted run resumes without losing or
 duplicating work. Everything that can be checked before tokenizing (paths, format, options,
-tokenizer, a directory prepared differently) raises `ValueError` before any shard is written.
+tokenizer, a directory prepared differently or not writable) raises `ValueError` before any shard
+is written. Documents that are not text (not UTF-8, or holding NUL bytes: binary files) are
+counted skips; inputs of which no document survives raise `ValueError` and leave no corpus behind
+(docs/data.md §3). `config_lines` gives the config keys a model trained on the corpus needs.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import json
 import logging
 import multiprocessing
@@ -24,14 +28,33 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gca_jax.data import gpt2, sources
 from gca_jax.data import manifest as manifest_lib
-from gca_jax.data import sources
 from gca_jax.data import tokenizer as tokenizer_lib
 
 logger = logging.getLogger(__name__)
 
 _DONE_SUFFIX = ".done.json"
 _worker_tokenizers: dict[str, object] = {}  # Per-process cache, filled lazily in workers.
+_NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+class _NoDocuments(Exception):
+    """No document of the inputs survived; args[0] holds the skip counts."""
+
+
+def _describe(source: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in source.items())
+
+
+def _no_documents_error(source: dict, out_dir: str, skipped: dict) -> ValueError:
+    """The error for inputs of which every document was skipped."""
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none"
+    return ValueError(
+        f"no usable document in the inputs ({_describe(source)}; skipped: {counts}), so no "
+        f"corpus was written to {out_dir}; pass text inputs (binary or non-UTF-8 files are "
+        "skipped) and the --format that matches them"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,28 +92,48 @@ def _get_tokenizer(spec: str):
     return _worker_tokenizers[spec]
 
 
-def _write_shard(args) -> ShardResult:
-    """Tokenize one shard task and commit it (runs in a worker process)."""
+def _documents(task: sources.ShardTask, skipped: collections.Counter):
+    """The texts of a task, without binary ones (NUL bytes: valid UTF-8, but not text)."""
+    for text in sources.iter_documents(task, skipped):
+        if "\x00" in text:
+            skipped["binary"] += 1
+            continue
+        yield text
+
+
+def _write_records(path: str, task, tok, token_dtype, skipped) -> tuple[list[int], int]:
+    """Write a task's documents to the ArrayRecord file `path`; (record lengths, text bytes)."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
+    lengths, text_bytes = [], 0
+    try:
+        writer = ArrayRecordWriter(path, "group_size:1")
+        try:
+            for text in _documents(task, skipped):
+                ids = tok.encode_array(text)
+                record = np.empty((ids.shape[0] + 1,), dtype=token_dtype)
+                record[:-1] = ids
+                record[-1] = tok.eot_id
+                writer.write(record.tobytes())
+                lengths.append(record.shape[0])
+                text_bytes += len(text.encode("utf-8"))
+        finally:
+            writer.close()
+    except RuntimeError as e:  # array_record reports I/O errors as RuntimeError.
+        if any(m in str(e) for m in _NO_SPACE):
+            raise OSError(errno.ENOSPC, "No space left on device", path) from e
+        raise
+    return lengths, text_bytes
+
+
+def _write_shard(args) -> ShardResult:
+    """Tokenize one shard task and commit it (runs in a worker process)."""
     index, task, out_dir, tokenizer_spec, token_dtype = args
     tok = _get_tokenizer(tokenizer_spec)
     cpu_start = time.process_time()
     path = os.path.join(out_dir, shard_name(index))
     skipped: collections.Counter = collections.Counter()
-    lengths, text_bytes = [], 0
-    writer = ArrayRecordWriter(path + ".tmp", "group_size:1")
-    try:
-        for text in sources.iter_documents(task, skipped):
-            ids = tok.encode_array(text)
-            record = np.empty((ids.shape[0] + 1,), dtype=token_dtype)
-            record[:-1] = ids
-            record[-1] = tok.eot_id
-            writer.write(record.tobytes())
-            lengths.append(record.shape[0])
-            text_bytes += len(text.encode("utf-8"))
-    finally:
-        writer.close()
+    lengths, text_bytes = _write_records(path + ".tmp", task, tok, token_dtype, skipped)
     np.save(path + ".lengths.npy.tmp.npy", np.asarray(lengths, dtype=np.int64))
     os.replace(path + ".tmp", path)
     os.replace(path + ".lengths.npy.tmp.npy", path + ".lengths.npy")
@@ -126,12 +169,30 @@ def _resolve_tokenizer(out_dir, tokenizer, train_vocab, plan, plan_desc):
         if not os.path.isfile(local):
             if has_manifest:
                 raise ValueError(f"{out_dir=} holds a corpus prepared without a trained tokenizer")
-            texts = (
-                t for task in plan for t in sources.iter_documents(task, collections.Counter())
-            )
-            tokenizer_lib.train_bpe(texts, vocab_size=train_vocab, out_path=local)
+            skipped: collections.Counter = collections.Counter()
+            seen = collections.Counter()
+
+            def texts():
+                for task in plan:
+                    for text in _documents(task, skipped):
+                        seen["documents"] += 1
+                        yield text
+
+            tokenizer_lib.train_bpe(texts(), vocab_size=train_vocab, out_path=local)
+            if not seen["documents"]:
+                os.remove(local)
+                raise _NoDocuments(dict(skipped))
         tok = tokenizer_lib.load_tokenizer(local)
         _check_existing(out_dir, tok, plan_desc)
+        if tok.vocab_size < train_vocab:
+            logger.warning(
+                "asked for a trained tokenizer of %d ids, the inputs hold too few distinct "
+                "merges for more than %d; set model.vocab_size=%d (not %d)",
+                train_vocab,
+                tok.vocab_size,
+                tok.vocab_size,
+                train_vocab,
+            )
         return tok
     tok = tokenizer_lib.load_tokenizer(tokenizer)
     _check_existing(out_dir, tok, plan_desc)
@@ -199,7 +260,9 @@ def prepare_corpus(
 
     Raises:
         ValueError: bad inputs, an unknown format (the message lists the known ones), an option
-            the format does not use, or an output directory holding another tokenizer or plan.
+            the format does not use, an output directory that cannot be written or holds another
+            tokenizer or plan, or inputs of which no document survives (nothing is left behind).
+        OSError: a full disk (see `prepare_tasks`).
     """
     out_dir = os.fspath(out_dir)
     plan = sources.plan_shards(
@@ -256,11 +319,70 @@ def prepare_tasks(
         See `prepare_corpus`.
 
     Raises:
-        ValueError: an output directory holding another tokenizer or plan.
+        ValueError: an output directory that cannot be written or holds another tokenizer or
+            plan, or inputs of which no document survives (what this call wrote is removed).
+        OSError: a full disk (ENOSPC, naming the file or `out_dir`); re-run to resume.
     """
     out_dir = os.fspath(out_dir)
+    before = _make_out_dir(out_dir)
+    try:
+        return _prepare(
+            plan,
+            out_dir,
+            tokenizer=tokenizer,
+            split=split,
+            source=source,
+            num_workers=num_workers,
+            train_tokenizer_vocab=train_tokenizer_vocab,
+            progress=progress,
+        )
+    except _NoDocuments as e:
+        _discard(out_dir, before, len(plan))
+        raise _no_documents_error(source, out_dir, e.args[0]) from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) and not e.filename:
+            raise OSError(e.errno, e.strerror, out_dir) from e
+        raise
+
+
+def _make_out_dir(out_dir: str) -> set[str]:
+    """Create `out_dir` if needed and check it is writable; returns the names it held before.
+
+    Raises:
+        ValueError: it cannot be created (a file in the way, no permission) or written.
+    """
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"output directory {out_dir=} cannot be created ({e.strerror or e}); pass a writable "
+            "directory as --out"
+        ) from e
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ValueError(f"output directory {out_dir=} is not writable; pass another --out")
+    return set(os.listdir(out_dir))
+
+
+def _discard(out_dir: str, before: set[str], num_shards: int) -> None:
+    """Remove what a preparation without documents wrote (nothing the directory held before)."""
+    ours = {manifest_lib.MANIFEST_NAME, manifest_lib.MANIFEST_NAME + ".tmp", "tokenizer.json"}
+    for i in range(num_shards):
+        name = shard_name(i)
+        ours |= {name + ext for ext in ("", ".tmp", ".lengths.npy", _DONE_SUFFIX)}
+        ours |= {name + _DONE_SUFFIX + ".tmp", name + ".lengths.npy.tmp.npy"}
+    for name in set(os.listdir(out_dir)) & ours:
+        if name == "tokenizer.json" and name in before:
+            continue  # Possibly the user's own file (--tokenizer OUT/tokenizer.json).
+        os.remove(os.path.join(out_dir, name))
+    if not os.listdir(out_dir):
+        os.rmdir(out_dir)
+
+
+def _prepare(
+    plan, out_dir, *, tokenizer, split, source, num_workers, train_tokenizer_vocab, progress
+) -> dict:
+    """The body of `prepare_tasks`, in an existing writable `out_dir`."""
     plan_desc = [t.describe() for t in plan]
-    os.makedirs(out_dir, exist_ok=True)
     tok = _resolve_tokenizer(out_dir, tokenizer, train_tokenizer_vocab, plan, plan_desc)
     token_dtype = manifest_lib.token_dtype_for(tok.vocab_size)
     base = {
@@ -313,6 +435,42 @@ def prepare_builtin_corpus(
     return prepare_corpus([], out_dir, format="builtin", tokenizer=tokenizer, split=split)
 
 
+def config_lines(made: dict[str, dict], tokenizer: str | None = None) -> list[str]:
+    """The config keys of a model trained on prepared corpora, as ``key: value`` lines.
+
+    Args:
+        made: {corpus directory: manifest}, all prepared with one tokenizer (e.g. a recipe's
+            splits).
+        tokenizer: the tokenizer spec the preparation was given; "gpt2" is kept as such, any
+            other file is named by the copy inside the (first) corpus directory.
+
+    Returns:
+        ``model.vocab_size``, ``model.pad_id``, ``model.landmark_id`` and ``data.tokenizer``, then
+        ``data.corpus_dir`` (the train split, or the only corpus) and ``data.eval_corpus_dir``
+        (a validation split).
+    """
+    first_dir, first = next(iter(made.items()))
+    ident = first["tokenizer"]
+    if ident["kind"] == "bytes":
+        spec = tokenizer_lib.BYTES_SPEC
+    elif tokenizer == gpt2.NAME:
+        spec = gpt2.NAME
+    else:
+        spec = os.path.join(first_dir, "tokenizer.json")
+    lines = [
+        f"model.vocab_size: {ident['vocab_size']}",
+        f"model.pad_id: {ident['pad_id']}",
+        f"model.landmark_id: {ident['landmark_id']}",
+        f"data.tokenizer: {spec}",
+    ]
+    for out, m in made.items():
+        if m.get("split") == "validation" and len(made) > 1:
+            lines.append(f"data.eval_corpus_dir: {out}")
+        elif m.get("split") == "train" or len(made) == 1:
+            lines.append(f"data.corpus_dir: {out}")
+    return lines
+
+
 def _run(todo, num_workers):
     """Yield shard results, in this process or in a pool of spawned workers."""
     if num_workers <= 1 or len(todo) <= 1:
@@ -334,6 +492,8 @@ def _finish(out_dir, base, results, start) -> dict:
         for r in results
         if r.num_documents > 0
     ]
+    if not any(r.num_documents for r in results):
+        raise _NoDocuments(dict(skipped))
     manifest = base | {
         "complete": True,
         "num_documents": sum(r.num_documents for r in results),

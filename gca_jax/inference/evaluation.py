@@ -2,7 +2,8 @@
 
 Both run the segmented prefill, so device memory stays bounded at any length, and ask the head
 only for what they score: cross-entropy sums (perplexity) or the logits of one position
-(passkey).
+(passkey). A non-finite score (NaN or infinite cross-entropy, perplexity or logits) is never
+reported as a result: it raises ``NonFiniteResultError`` (docs/inference.md).
 """
 
 import json
@@ -13,9 +14,22 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from gca_jax.cli import UserError
 from gca_jax.inference.engine import Engine
 
 _log = logging.getLogger(__name__)
+
+_MAX_EXP = 709.0  # math.exp overflows above ~709.78
+
+
+class NonFiniteResultError(UserError):
+    """The model produced NaN or infinite scores; the message says where and what to check."""
+
+
+_NON_FINITE_HINT = (
+    "the model's outputs overflowed (checkpoint weights are checked finite on load): evaluate "
+    "another checkpoint step, or run with model.dtype=float32"
+)
 
 
 def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -46,22 +60,39 @@ def perplexity(
       ``{"windows", "tokens", "mean_ce", "ppl", "token_ppl"}``: ``mean_ce`` is the mean over
       windows of each window's mean CE in nats, the quantity the original prints as
       "perplexity" (docs/spec.md §6.7, §9.18); ``ppl = exp(mean_ce)``; ``token_ppl`` weights tokens.
+
+    Raises:
+      ValueError: no windows (the corpus is shorter than one window).
+      NonFiniteResultError: a window's cross-entropy, or a perplexity, is NaN or infinite.
     """
     per_window, total, count = [], 0.0, 0
     for batch in windows:
         out = engine.prefill(np.asarray(batch), with_ce=True, progress=progress)
-        per_window.extend((out.ce_sum / np.maximum(out.ce_count, 1)).tolist())
+        ce_B = out.ce_sum / np.maximum(out.ce_count, 1)
+        finite_B = np.isfinite(ce_B)
+        if not finite_B.all():
+            b = int(np.argmin(finite_B))
+            raise NonFiniteResultError(
+                f"ppl is not finite: window {len(per_window) + b} (T={np.shape(batch)[-1]}) has "
+                f"cross-entropy {float(ce_B[b])}: {_NON_FINITE_HINT}"
+            )
+        per_window.extend(ce_B.tolist())
         total += float(out.ce_sum.sum())
         count += int(out.ce_count.sum())
     if not per_window:
         raise ValueError("no evaluation windows: the corpus is shorter than one window")
-    mean_ce = float(np.mean(per_window))
+    mean_ce, token_ce = float(np.mean(per_window)), total / max(count, 1)
+    if max(mean_ce, token_ce) > _MAX_EXP:
+        raise NonFiniteResultError(
+            f"ppl is inf (mean CE {mean_ce:.1f} nats over {len(per_window)} windows, "
+            f"T={np.shape(batch)[-1]}): {_NON_FINITE_HINT}"
+        )
     return {
         "windows": len(per_window),
         "tokens": count,
         "mean_ce": mean_ce,
         "ppl": math.exp(mean_ce),
-        "token_ppl": math.exp(total / max(count, 1)),
+        "token_ppl": math.exp(token_ce),
     }
 
 
@@ -119,10 +150,20 @@ def score_passkey_sample(
 
     Returns:
       ``passkey_record`` of the sample.
+
+    Raises:
+      NonFiniteResultError: the scored logits hold NaN or infinite values (their argmax would be
+        meaningless).
     """
     tokens, pos, target = passkey_query(sample, neutral_id=neutral_id)
     out = engine.prefill(tokens.reshape(1, -1), logits_at=[pos], progress=progress)
-    return passkey_record(sample, int(np.argmax(out.logits[0, 0])), target)
+    logits_V = np.asarray(out.logits[0, 0])
+    if not np.all(np.isfinite(logits_V)):
+        raise NonFiniteResultError(
+            f"the logits at position {pos} of a T={tokens.shape[0]} sample hold "
+            f"{int(np.sum(~np.isfinite(logits_V)))} non-finite values: {_NON_FINITE_HINT}"
+        )
+    return passkey_record(sample, int(np.argmax(logits_V)), target)
 
 
 def score_passkey_samples(
@@ -149,12 +190,22 @@ def passkey_summary(records: list[dict], length: int) -> dict:
 
 
 def write_json(path: str, obj) -> None:
-    """Writes ``obj`` as indented JSON, atomically (a reader never sees half a file)."""
+    """Writes ``obj`` as indented JSON, atomically (a reader never sees half a file).
+
+    Raises:
+      OSError: the file cannot be written (e.g. a full disk); ``path`` is left as it was and no
+        temporary file stays behind.
+    """
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def plot_passkey(summaries: list[dict], path: str, *, title: str) -> None:

@@ -10,27 +10,31 @@ from eval import generate as generate_cli
 from eval import inspect_retrieval as inspect_cli
 from gca_jax.modeling import MissingCapabilityError
 
-SWA = ["--config", "configs/tiny.yaml", "model.model_type=swa_lm", "model.retrieval=null"]
+TINY = ["--random_init", "--config", "configs/tiny.yaml"]
+SWA = TINY + ["model.model_type=swa_lm", "model.retrieval=null"]
 
 
 def test_generate_streams_text(capsys):
-    argv = ["--config", "configs/tiny.yaml", "--prompt", "The answer is", "--max_new_tokens", "20"]
-    assert _common.run(generate_cli.main, argv) == 0
-    assert capsys.readouterr().out.startswith("The answer is")
+    argv = TINY + ["--prompt", "The answer is", "--max_new_tokens", "20"]
+    assert generate_cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("The answer is")  # the text alone on stdout
+    assert "model: RANDOM weights (--random_init, seed 0)" in err
 
 
 def test_generate_rejects_empty_prompt(capsys):
-    argv = ["--config", "configs/tiny.yaml", "--prompt", "", "--max_new_tokens", "5"]
-    assert _common.run(generate_cli.main, argv) == 2
+    argv = TINY + ["--prompt", "", "--max_new_tokens", "5"]
+    assert generate_cli.main(argv) == 2
     assert "empty" in capsys.readouterr().err
 
 
 def test_inspect_retrieval_json_and_heatmap(tmp_path):
     out = str(tmp_path / "insp")
     text = "Chunks of text that retrieve earlier chunks. " * 8  # 360 bytes: 24 chunks
-    argv = ["--config", "configs/tiny.yaml", "--text", text, "--out", out]
-    assert _common.run(inspect_cli.main, argv) == 0
+    argv = TINY + ["--text", text, "--out", out]
+    assert inspect_cli.main(argv) == 0
     result = json.load(open(os.path.join(out, "retrieval.json")))
+    assert result["random_init"] and result["checkpoint"] is None
     assert len(result["groups"]) == 2 and len(result["chunks"]) == 24
     for rows in result["groups"]:
         assert rows[0]["retrieved"] == [] and rows[1]["retrieved"] == []
@@ -51,7 +55,7 @@ def test_a_command_the_model_cannot_serve_names_model_and_capability(
     cli, args, capability, capsys, tmp_path
 ):
     args = [str(tmp_path) if a == "OUT" else a for a in args]
-    assert _common.run(cli.main, SWA + args) == 2
+    assert cli.main(SWA + args) == 2
     err = capsys.readouterr().err
     assert f"model_type='swa_lm' (SlidingWindowLM) does not support {capability}" in err
     assert "Traceback" not in err
@@ -62,5 +66,5 @@ def test_offload_needs_segmented_prefill():
     with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented.*prefill"):
         _common.setup(args)
     args = _common.parser("test", "").parse_args(SWA)
-    scorer, cfg = _common.setup(args)  # without --offload: one full forward per sequence
+    scorer, cfg, _ = _common.setup(args)  # without --offload: one full forward per sequence
     assert type(scorer).__name__ == "FullForwardScorer" and cfg.model.model_type == "swa_lm"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from eval import _common, passkey, ppl
+from eval import passkey, ppl
 from gca_jax.inference import Engine, make_scorer
 from gca_jax.inference import evaluation as ev
 from gca_jax.inference.full_forward import FullForwardScorer
@@ -38,17 +38,24 @@ def test_make_scorer_follows_the_capabilities(tiny_model):
         make_scorer(swa, segment_chunks=4, offload=True)
 
 
-SWA = ["--config", "configs/tiny.yaml", "model.model_type=swa_lm", "model.retrieval=null"]
+SWA = [
+    "--random_init",
+    "--config",
+    "configs/tiny.yaml",
+    "model.model_type=swa_lm",
+    "model.retrieval=null",
+]
 
 
 def test_passkey_and_ppl_clis_run_the_baseline(tmp_path):
     common = SWA + ["model.num_layers=2"]
     # The baseline has no chunks: NIAH tasks align to data.niah_chunk_len (the DRT's S here).
     pk = ["--lengths", "480", "--samples", "2", "--out", str(tmp_path / "pk")]
-    passkey.main(common + ["data.niah_chunk_len=15"] + pk)
+    assert passkey.main(common + ["data.niah_chunk_len=15"] + pk) == 0
     summary = json.loads((tmp_path / "pk" / "passkey.json").read_text())["summaries"][0]
     assert summary["samples"] == 2 and 0.0 <= summary["accuracy"] <= 1.0
-    ppl.main(common + ["--lengths", "240", "--windows", "2", "--out", str(tmp_path / "ppl")])
+    argv = common + ["--lengths", "240", "--windows", "2", "--out", str(tmp_path / "ppl")]
+    assert ppl.main(argv) == 0
     res = json.loads((tmp_path / "ppl" / "ppl.json").read_text())["results"][0]
     assert np.isfinite(res["ppl"]) and res["windows"] == 2
     assert ev.parse_length("4k") == 4096
@@ -56,5 +63,5 @@ def test_passkey_and_ppl_clis_run_the_baseline(tmp_path):
 
 def test_passkey_cli_asks_for_a_niah_chunk_length(tmp_path, builtin_corpus, capsys):
     argv = SWA + ["--lengths", "480", "--samples", "1", "--corpus", builtin_corpus]
-    assert _common.run(passkey.main, argv + ["--out", str(tmp_path)]) == 2
+    assert passkey.main(argv + ["--out", str(tmp_path)]) == 2
     assert "set data.niah_chunk_len" in capsys.readouterr().err

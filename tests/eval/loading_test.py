@@ -36,7 +36,10 @@ def _fake_checkpoint(root, cfg, seed):
 def test_restores_params(tmp_path):
     cfg = load_config("configs/tiny.yaml")
     saved = _fake_checkpoint(str(tmp_path), cfg, seed=3)
-    model, got_cfg = load_for_eval(None, ["model.kernel_backend=xla"], checkpoint=str(tmp_path))
+    model, got_cfg, origin = load_for_eval(
+        None, ["model.kernel_backend=xla"], checkpoint=str(tmp_path)
+    )
+    assert (origin.step, origin.checkpoint) == (7, os.path.join(str(tmp_path), "7"))
     assert got_cfg.model == cfg.model
     for a, b in zip(jax.tree.leaves(nnx.state(saved)), jax.tree.leaves(nnx.state(model))):
         np.testing.assert_array_equal(a, b)
@@ -47,7 +50,7 @@ def test_checkpoint_of_another_model_type(tmp_path):
     _fake_checkpoint(str(tmp_path), swa, seed=0)
     with pytest.raises(ValueError, match="model_type='swa_lm'.*model_type='drt'"):
         load_for_eval("configs/tiny.yaml", checkpoint=str(tmp_path))
-    model, cfg = load_for_eval(None, checkpoint=str(tmp_path))  # its own config: loads, but
+    model, cfg, _ = load_for_eval(None, checkpoint=str(tmp_path))  # its own config: loads, but
     assert cfg.model.retrieval is None
     with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented"):
         Engine(model)  # the engine needs segmented prefill, which only DRT has

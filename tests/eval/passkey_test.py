@@ -69,6 +69,7 @@ def test_random_model_is_at_chance(tiny_model, builtin_corpus):
 def test_cli_writes_json_and_plot(tmp_path, builtin_corpus):
     out = str(tmp_path / "pk")
     argv = [
+        "--random_init",
         "--config",
         "configs/tiny.yaml",
         "--task",
@@ -85,7 +86,7 @@ def test_cli_writes_json_and_plot(tmp_path, builtin_corpus):
         out,
         "model.dtype=float32",
     ]
-    assert passkey_cli.main(argv) is None
+    assert passkey_cli.main(argv) == 0
     result = json.load(open(os.path.join(out, "passkey.json")))
     assert [s["length"] for s in result["summaries"]] == [690, 1020]
     assert [s["samples"] for s in result["summaries"]] == [3, 2]
@@ -101,9 +102,8 @@ def test_cli_rejects_corpus_of_another_tokenizer(tmp_path, builtin_corpus, capsy
     manifest = json.load(open(os.path.join(corpus, "manifest.json")))
     manifest["tokenizer"]["vocab_size"] = 999
     json.dump(manifest, open(os.path.join(corpus, "manifest.json"), "w"))
-    from eval._common import run
-
     argv = [
+        "--random_init",
         "--config",
         "configs/tiny.yaml",
         "--lengths",
@@ -115,8 +115,8 @@ def test_cli_rejects_corpus_of_another_tokenizer(tmp_path, builtin_corpus, capsy
         "--out",
         str(tmp_path / "o"),
     ]
-    assert run(passkey_cli.main, argv) == 2
-    assert "does not match the corpus" in capsys.readouterr().err
+    assert passkey_cli.main(argv) == 2
+    assert "does not match the checkpoint/config tokenizer" in capsys.readouterr().err
 
 
 def test_in_training_passkey_scores_a_sample_like_eval_passkey(builtin_corpus, monkeypatch):

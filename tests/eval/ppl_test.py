@@ -28,6 +28,7 @@ def test_perplexity_matches_model_loss(tiny_model):
 def test_cli(tmp_path, builtin_corpus):
     out = str(tmp_path / "ppl")
     argv = [
+        "--random_init",
         "--config",
         "configs/tiny.yaml",
         "--lengths",
@@ -39,7 +40,7 @@ def test_cli(tmp_path, builtin_corpus):
         "--out",
         out,
     ]
-    assert ppl_cli.main(argv) is None
+    assert ppl_cli.main(argv) == 0
     (res,) = json.load(open(os.path.join(out, "ppl.json")))["results"]
     assert res["length"] == 240 and res["windows"] == 3
     assert res["ppl"] == pytest.approx(math.exp(res["mean_ce"]))
