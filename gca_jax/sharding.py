@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 from gca_jax.config import MeshConfig
 from kernels.gca import gca_attention as _gca_attention
 from kernels.gca import gca_decode as _gca_decode
+from kernels.landmark import landmark_attention as _landmark_attention
 from kernels.swa import sliding_window_attention as _sliding_window_attention
 from kernels.swa import sliding_window_decode as _sliding_window_decode
 
@@ -274,3 +275,21 @@ def sliding_window_decode(
         out_specs=P(b, h, None),
         check_vma=False,
     )(*args, alibi_slopes)
+
+
+def landmark_attention(q_BxTxHxd, k_BxTxHkvxd, v_BxTxHkvxd, *, block_len, backend):
+    """``kernels.landmark.landmark_attention`` under shard_map (batch and heads split)."""
+    kw = dict(block_len=block_len, backend=backend)
+    plan = _kernel_mesh(q_BxTxHxd.shape[0], (q_BxTxHxd.shape[2], k_BxTxHkvxd.shape[2]))
+    args = (q_BxTxHxd, k_BxTxHkvxd, v_BxTxHkvxd)
+    if plan is None:
+        return _landmark_attention(*args, **kw)
+    mesh, b, h = plan
+    x_spec = P(b, None, h, None)
+    return jax.shard_map(
+        lambda *a: _landmark_attention(*a, **kw),
+        mesh=mesh,
+        in_specs=(x_spec, x_spec, x_spec),
+        out_specs=x_spec,
+        check_vma=False,  # needed around pallas_call (docs/stack-notes.md §4)
+    )(*args)

@@ -9,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 from gca_jax import sharding
 from gca_jax.config import MeshConfig
 from kernels.gca import gca_attention, gca_decode
+from kernels.landmark import landmark_attention
 from kernels.swa import sliding_window_attention, sliding_window_decode
 
 needs8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake CPU) devices")
@@ -106,3 +107,18 @@ def test_decode_wrappers_equal_the_kernels_under_a_mesh():
     assert "shard_map" in text or "manual" in text
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got_g), np.asarray(want_g), rtol=1e-5, atol=1e-6)
+
+
+@needs8
+def test_landmark_wrapper_equals_the_kernel_under_a_mesh():
+    """Landmark attention (whole causal past, blocks of 8 with a landmark last) split too."""
+    mesh = sharding.make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
+    keys = jax.random.split(jax.random.key(2), 3)
+    q, k, v = (jax.random.normal(kk, (4, 32, 4, 8), jnp.float32) for kk in keys)
+    want = landmark_attention(q, k, v, block_len=8, backend="xla")
+    run = jax.jit(lambda *a: sharding.landmark_attention(*a, block_len=8, backend="xla"))
+    with jax.set_mesh(mesh):
+        got = run(q, k, v)
+        text = run.lower(q, k, v).as_text()
+    assert "shard_map" in text or "manual" in text
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from gca_jax import sharding
 from gca_jax.config import ModelConfig
 from gca_jax.modeling import flops
 from gca_jax.modeling.chunking import insert_landmarks
 from gca_jax.modeling.interface import SCORE, LanguageModel
 from gca_jax.modeling.layers import Dense, Embedding, RMSNorm, SwiGLU, apply_rope, to_dtype
 from gca_jax.modeling.stack import apply_stack, make_stack
-from kernels import landmark_attention
 
 
 class LandmarkSelfAttention(nnx.Module):
@@ -52,9 +52,7 @@ class LandmarkSelfAttention(nnx.Module):
         q = self.q_proj(x_BxLxD).reshape(b, seq, self.num_heads, self.head_dim)
         k = self.k_proj(x_BxLxD).reshape(b, seq, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x_BxLxD).reshape(b, seq, self.num_kv_heads, self.head_dim)
-        # TODO: a shard_map wrapper in gca_jax/sharding.py, as for the SWA kernel; until then
-        # the kernel runs on whatever layout XLA gives it (fine on one device).
-        o_BxLxHxd = landmark_attention(
+        o_BxLxHxd = sharding.landmark_attention(  # shard_map'd kernel
             apply_rope(q, self.theta),
             apply_rope(k, self.theta),
             v,
