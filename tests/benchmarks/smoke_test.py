@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import gca, train_throughput
+from benchmarks import gca, landmark, train_throughput
 
 
 def test_gca_benchmark_smoke(tmp_path, monkeypatch, capsys):
@@ -43,3 +43,9 @@ def test_ratios_compare_rows_of_the_same_remat_policy():
         "- T=16, remat full: DRT step / SWA step (per token) = 1.18 (target <= 1.2); "
         "DRT tokens/s / full attention = 2.00x"
     ]
+
+
+def test_landmark_benchmark_smoke(capsys):
+    assert landmark.main(["--smoke"]) == 0
+    printed = capsys.readouterr().out
+    assert "check rel err" in printed and "| landmark (interpret, blocks of 16) |" in printed
