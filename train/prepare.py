@@ -79,7 +79,8 @@ def _report(args, made: dict) -> None:
             f"distinct merges); the config lines below use {vocab}"
         )
     print("config lines for a model trained on it (YAML keys, or key=value overrides):")
-    for line in prepare.config_lines(made, args.tokenizer):
+    tokenizer = args.tokenizer or (recipes.DEFAULT_TOKENIZER if args.recipe else None)
+    for line in prepare.config_lines(made, tokenizer):
         print(f"  {line}")
 
 

@@ -235,3 +235,35 @@ def test_mismatched_tokenizer_leaves_directory_untouched(tmp_path, docs, tiny_bp
             [str(tmp_path / "in")], tmp_path / "c", format="text", train_tokenizer_vocab=300
         )
     assert sorted(os.listdir(tmp_path / "c")) == before
+
+
+def test_no_usable_document_raises_and_removes_only_what_it_wrote(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "zeros.bin").write_bytes(b"\0" * 64)  # valid UTF-8, but binary
+    (tmp_path / "in" / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"no usable document.*binary=1, undecodable=1"):
+        prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "new", format="text")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.md").write_text("the user's file")
+    with pytest.raises(ValueError, match="no usable document"):
+        prepare.prepare_corpus([str(tmp_path / "in")], tmp_path / "kept", format="text")
+    assert os.listdir(tmp_path / "kept") == ["notes.md"]
+
+
+def test_config_lines_name_the_model_keys_and_the_splits():
+    ident = {"kind": "hf", "vocab_size": 50265, "pad_id": 50257, "landmark_id": 50264}
+    made = {f"c/{s}": {"tokenizer": ident, "split": s} for s in ("train", "validation", "test")}
+    assert prepare.config_lines(made, "gpt2") == [
+        "model.vocab_size: 50265",
+        "model.pad_id: 50257",
+        "model.landmark_id: 50264",
+        "data.tokenizer: gpt2",
+        "data.corpus_dir: c/train",
+        "data.eval_corpus_dir: c/validation",
+    ]
+    one = {"c/v": {"tokenizer": ident, "split": "validation"}}
+    assert prepare.config_lines(one)[3:] == [
+        "data.tokenizer: c/v/tokenizer.json",
+        "data.corpus_dir: c/v",
+    ]
