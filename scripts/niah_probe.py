@@ -34,7 +34,7 @@ def main() -> None:
     from gca_jax.modeling import retrieval as ret_lib
     from gca_jax.modeling.stack import apply_stack
 
-    model, cfg = load_for_eval(None, checkpoint=args.checkpoint)
+    model, cfg, _ = load_for_eval(None, checkpoint=args.checkpoint)
     tok = load_tokenizer(cfg.data.tokenizer)
     s, p_slots = cfg.model.retrieval.chunk_len, cfg.model.retrieval.slots_per_chunk
     source = NiahSource(
