@@ -123,7 +123,16 @@ def test_a_damaged_newest_step_names_it_and_the_intact_ones(cli_env, run_dir, co
     line = assert_user_error(proc, f"--checkpoint {run}/checkpoints/2", "damaged")
     assert f"--checkpoint {run}/checkpoints/1" in line  # the way out: the older step
     assert not (run / "ppl.json").exists()
-    # Every checkpoint damaged: the older step too is refused, naming itself.
+    # Every checkpoint damaged: the older step too is refused, naming itself (here its saved
+    # config is lost).
+    os.remove(run / "checkpoints" / "1" / "config" / "metadata")
+    proc = run_cli(
+        cli_env, "eval.ppl", "--checkpoint", run / "checkpoints" / "1", *PPL, "--out", run
+    )
+    assert_user_error(proc, f"--checkpoint {run}/checkpoints/1", "saved config is unreadable")
+    shutil.copytree(
+        run_dir + "/checkpoints/1/config", run / "checkpoints" / "1" / "config", dirs_exist_ok=True
+    )
     _damage(run / "checkpoints" / "1")
     proc = run_cli(
         cli_env, "eval.ppl", "--checkpoint", run / "checkpoints" / "1", *PPL, "--out", run
