@@ -18,6 +18,11 @@ __all__ = ["landmark_attention"]
 # The dtypes the kernels are tested in (CPU interpreter); others run in XLA under "auto".
 _PALLAS_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
 _PALLAS_MAX_HEAD_DIM = 256
+# Tiles the kernels' shared memory holds, measured on an H200 (227 KiB per block): P = 128 with
+# d = 128 asked for 256 KiB in bfloat16 and float32 alike; P = 128 with d = 64 fits in bfloat16,
+# not in float32; P = 64 fits with d up to 128 in both.
+_PALLAS_MAX_TILE = 8192  # P x d
+_PALLAS_MAX_BLOCK_F32 = 64
 
 
 def _pallas_support(q: jax.Array, block_len: int) -> str:
@@ -29,6 +34,14 @@ def _pallas_support(q: jax.Array, block_len: int) -> str:
         reasons.append(f"head dim d={q.shape[-1]} > {_PALLAS_MAX_HEAD_DIM}")
     if not MIN_BLOCK <= block_len <= MAX_BLOCK or block_len & (block_len - 1):
         reasons.append(f"{block_len=} is not a power of two in [{MIN_BLOCK}, {MAX_BLOCK}]")
+    if block_len * q.shape[-1] > _PALLAS_MAX_TILE:
+        reasons.append(
+            f"block_len x d = {block_len} x {q.shape[-1]} > {_PALLAS_MAX_TILE} (shared memory)"
+        )
+    if jnp.dtype(q.dtype).itemsize > 2 and block_len > _PALLAS_MAX_BLOCK_F32:
+        reasons.append(
+            f"{block_len=} > {_PALLAS_MAX_BLOCK_F32} in {q.dtype} (shared memory); use bfloat16"
+        )
     return "; ".join(reasons)
 
 
@@ -56,7 +69,8 @@ def landmark_attention(
       k_BxTxHkvxd: keys with RoPE applied, same dtype, ``H % Hkv == 0``; query head h reads kv
         head ``h // (H // Hkv)``.
       v_BxTxHkvxd: values, same shape and dtype as the keys.
-      block_len: P >= 2 dividing T; Pallas needs a power of two in [16, 128].
+      block_len: P >= 2 dividing T; Pallas needs a power of two in [16, 128] with P x d <= 8192
+        (P <= 64 in float32).
       scale: logit scale; defaults to ``1 / sqrt(d)``.
       backend: ``"auto"`` (Pallas on GPU when supported, else XLA), ``"xla"``, ``"pallas"`` or
         ``"interpret"``.
