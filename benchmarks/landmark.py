@@ -12,13 +12,12 @@ with a landmark last), H=12, d=64, bf16. Beside it in the same run: cuDNN's full
 
 import argparse
 import datetime
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 
+from benchmarks.swa import time_ms
 from kernels.landmark import landmark_attention
 from kernels.swa import sliding_window_attention
 
@@ -45,22 +44,6 @@ def _fwd_bwd(fn):
 def _rel(got, want) -> float:
     got, want = got.astype(jnp.float32), want.astype(jnp.float32)
     return float(jnp.linalg.norm(got - want) / jnp.maximum(jnp.linalg.norm(want), 1e-30))
-
-
-def time_ms(fn, *args, reps: int = 7, target_s: float = 0.2) -> float:
-    """Median milliseconds per call over ``reps`` loops of back-to-back calls."""
-    jax.block_until_ready(fn(*args))
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    iters = max(2, min(100, int(target_s / max(time.perf_counter() - t, 1e-6))))
-    samples = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        for _ in range(iters):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        samples.append((time.perf_counter() - t) / iters * 1e3)
-    return statistics.median(samples)
 
 
 def main(argv=None) -> int:
