@@ -2,10 +2,14 @@
 
 The loop dispatches step n before it reads step n-1's metrics to the host, so host-side work
 (logging, NaN checks, the next batch) overlaps device work. Checkpoints are saved with the grain
-iterator state at the same step; restarting the same command resumes from the newest readable
+iterator state at the same step; restarting the same command resumes from the newest intact
 checkpoint and replays exactly the batches and Gumbel noise of an uninterrupted run.
 SIGTERM (a scheduler's preemption, `timeout`) stops the loop after the step in flight and saves a
 checkpoint there first, so a stopped run loses nothing; SIGKILL loses the steps since the last save.
+
+Before anything is written the run's inputs are checked (``preflight``); then the output
+directory is locked against a second run (``rundir``), a resume is checked for config drift
+(``drift``), and a checkpoint save that fails stops training at once (docs/reliability.md).
 """
 
 import contextlib
@@ -14,7 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import threading
 import time
@@ -26,7 +29,7 @@ from gca_jax import checkpoint as ckpt_lib
 from gca_jax import sharding as shard_lib
 from gca_jax.config import Config, ConfigError
 from gca_jax.modeling import flops_per_token, stat_names
-from gca_jax.training import inputs
+from gca_jax.training import drift, inputs, preflight, rundir
 from gca_jax.training.evaluation import Evaluator, best_value
 from gca_jax.training.metrics import MetricsWriter, peak_flops
 from gca_jax.training.optimizer import lr_schedule, make_optimizer
@@ -43,7 +46,7 @@ class RunOptions:
     """Where and how to run (the CLI flags besides the config)."""
 
     output_dir: str
-    fresh: bool = False  # delete existing checkpoints and metrics first
+    fresh: bool = False  # move the previous run's records aside first (rundir.move_aside)
     init_from: str | None = None  # checkpoint to take the initial weights from (fine-tuning)
 
 
@@ -54,6 +57,7 @@ class TrainResult:
     state: TrainState
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
+    final_step_finite: bool = True  # False: the last step's loss or update was not finite
 
 
 def log_startup(cfg: Config, mesh) -> None:
@@ -97,20 +101,10 @@ class Trainer:
                 f"{shards} batch shards (mesh.data x mesh.fsdp over {self.mesh.size} devices)"
             )
         self.is_main = jax.process_index() == 0
-        ckpt_dir = os.path.join(opts.output_dir, "checkpoints")
-        if opts.fresh and self.is_main:
-            for path in (ckpt_dir, os.path.join(opts.output_dir, "best")):
-                shutil.rmtree(path, ignore_errors=True)
-            for name in ("metrics.jsonl", "tensorboard"):
-                path = os.path.join(opts.output_dir, name)
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                elif os.path.exists(path):
-                    os.remove(path)
         self.tx = make_optimizer(cfg.train)
         self.schedule = lr_schedule(cfg.train)
-        self.ckpt = ckpt_lib.Checkpointer(ckpt_dir, keep=cfg.train.keep_checkpoints)
-        self.writer = MetricsWriter(opts.output_dir, enabled=self.is_main)
+        self.ckpt: ckpt_lib.Checkpointer | None = None  # created by run(), in the locked dir
+        self.writer: MetricsWriter | None = None
         self.tokens_per_step = cfg.data.batch_size * cfg.data.seq_len
         peak = peak_flops(jax.devices()[0])
         self.peak_total = None if peak is None else peak * jax.device_count()
@@ -125,7 +119,14 @@ class Trainer:
         self.mdef, abstract, self.shardings = abstract_state(
             cfg.model, cfg.train.seed, self.tx, self.mesh
         )
-        restored = self.ckpt.restore_latest(abstract, data_iter)
+        current = cfg.to_dict()
+        restored = self.ckpt.restore_latest(
+            abstract,
+            data_iter,
+            check_config=lambda saved, step: drift.check_resume(
+                saved, current, step=step, where=self.ckpt.directory
+            ),
+        )
         if restored is not None:
             logger.info("resuming from step %d", restored[0])
             return restored[1]
@@ -158,12 +159,67 @@ class Trainer:
     # -- loop ------------------------------------------------------------------------------------
 
     def run(self, progress: ProgressFn | None = None) -> TrainResult:
-        """Trains to ``train.steps`` (resuming if checkpoints exist) and returns the final state."""
-        cfg, tcfg = self.cfg, self.cfg.train
+        """Trains to ``train.steps`` (resuming if checkpoints exist) and returns the final state.
+
+        Raises:
+          ValueError: a failed startup check, another live run in the output directory, or a
+            config that the checkpoint's model or data cannot be resumed with.
+          DamagedCheckpointError: checkpoints exist but none is intact.
+          CheckpointSaveError: a checkpoint could not be written (training stopped there).
+          FloatingPointError: ``train.max_consecutive_skips`` non-finite steps in a row.
+        """
+        preflight.check_run(self.cfg, self.opts.init_from)
+        out = self.opts.output_dir
+        lock = rundir.locked(out) if self.is_main else contextlib.nullcontext(out)
+        with lock:
+            if self.opts.fresh and self.is_main:
+                rundir.move_aside(out)
+            try:
+                result = self._run(progress)
+            except BaseException:
+                self._close_writer(failing=True)
+                raise
+            self._close_writer(failing=False)
+            return result
+
+    def _close_writer(self, *, failing: bool) -> None:
+        """Closes the metrics writer; while another error stops the run, its own is logged."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.close()
+        except OSError as e:
+            if not failing:
+                raise
+            logger.warning("closing the metrics writer failed too: %s", e)
+
+    def _run(self, progress: ProgressFn | None) -> TrainResult:
+        cfg = self.cfg
         train_dir, eval_dir = inputs.resolve_corpora(cfg, self.opts.output_dir)
         data_iter = inputs.train_iterator(cfg, train_dir)
         log_startup(cfg, self.mesh)
-        state = self._init_or_restore(data_iter)
+        ckpt_dir = os.path.join(self.opts.output_dir, "checkpoints")
+        self.ckpt = ckpt_lib.Checkpointer(ckpt_dir, keep=cfg.train.keep_checkpoints)
+        try:
+            state = self._init_or_restore(data_iter)
+            self.writer = MetricsWriter(
+                self.opts.output_dir, enabled=self.is_main, resume_step=int(state.step)
+            )
+            result = self._loop(state, data_iter, eval_dir, progress)
+        except BaseException as e:
+            save_error = self.ckpt.abort()
+            if save_error is not None and isinstance(e, OSError):
+                # The disk a save filled failed a metrics write first: the save's message says
+                # what is kept.
+                raise save_error from e
+            if save_error is not None:
+                logger.error("%s", save_error)
+            raise
+        self.ckpt.close()  # A failed final save raises here.
+        return result
+
+    def _loop(self, state: TrainState, data_iter, eval_dir, progress) -> TrainResult:
+        cfg, tcfg = self.cfg, self.cfg.train
         start = int(state.step)
         evaluator = Evaluator(cfg, self.mdef, self.shardings.params, self.mesh, eval_dir)
         batch_sh = shard_lib.batch_sharding(self.mesh)  # every batch entry: (B, T)
@@ -180,6 +236,7 @@ class Trainer:
             for step in range(start, tcfg.steps):
                 batch = shard_lib.global_batch(next(data_iter), self.mesh)
                 state, metrics = step_fn(state, batch)
+                self.ckpt.check()  # A failed background save stops training here.
                 if pending is not None:
                     last = self._report(*pending, progress) or last
                 pending = (step + 1, metrics)
@@ -194,11 +251,13 @@ class Trainer:
                     if not saved:
                         self.ckpt.save(done, state, data_iter, cfg.to_dict())
                     break
+            finite = True
             if pending is not None:
                 last = self._report(*pending, progress, force_log=True) or last
-        self.ckpt.close()
-        self.writer.close()
-        return TrainResult(state=state, last_metrics=last, eval_metrics=evals)
+                finite = bool(pending[1]["is_finite"])
+        return TrainResult(
+            state=state, last_metrics=last, eval_metrics=evals, final_step_finite=finite
+        )
 
     def _evaluate(self, step: int, state: TrainState, evaluator: Evaluator) -> dict[str, float]:
         out = evaluator(state.params)
@@ -218,7 +277,8 @@ class Trainer:
         if not is_finite:
             self._skips_in_row += 1
             logger.warning(
-                "step %d: non-finite loss or gradient; update skipped (%d in a row, %d total)",
+                "step %d: non-finite loss, gradient or update; step skipped (%d in a row, %d "
+                "total)",
                 step,
                 self._skips_in_row,
                 int(metrics["skipped"]),

@@ -3,9 +3,11 @@
 One step: split the batch into ``grad_accum`` micro-batches, sum token-weighted gradients (so
 accumulation equals the big batch exactly, padding included; an optional ``weights`` (B, T)
 entry weighs tokens in the loss, see ``next_token_loss``), clip, Adam, decoupled weight decay,
-lr from the step counter. A step whose loss or gradient norm is not finite is *skipped*: the
-parameters and optimiser state are kept, ``skipped`` counts it and the step counter still
-advances (as the original's GradScaler does, docs/spec.md §7).
+lr from the step counter. A step whose loss, gradient norm, new parameters or new optimiser
+state is not finite is *skipped*: the parameters and optimiser state are kept, ``skipped`` counts
+it and the step counter still advances (as the original's GradScaler does, docs/spec.md §7).
+Checking the new state, not only the loss, means the step that would produce a NaN weight (e.g.
+from a damaged Adam moment) is the one skipped, so a non-finite state is never kept or saved.
 
 The Gumbel key of step n is ``fold_in(key(train.seed), n)`` (then folded with the micro-batch
 index), so a resumed run draws exactly the noise of an uninterrupted one.
@@ -29,6 +31,16 @@ _INPUTS = ("tokens", "weights")  # batch entries the loss reads
 def step_key(seed: int, step: jax.Array) -> jax.Array:
     """Gumbel key of one optimiser step."""
     return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def _all_finite(tree) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (bool scalar)."""
+    flags = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return jnp.stack(flags).all() if flags else jnp.array(True)
 
 
 def _split_micro(tokens_BxT: jax.Array, accum: int) -> jax.Array:
@@ -86,11 +98,10 @@ def make_train_step(
         grads = jax.tree.map(lambda g: g * inv, grads)
         loss = total * inv
         grad_norm = optax.tree.norm(grads)
-        is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
         lr = schedule(state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, apply_lr(updates, lr))
+        is_finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite((params, opt_state))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(is_finite, n, o), new, old)
         new_state = TrainState(
             step=state.step + 1,

@@ -1,5 +1,5 @@
-"""Train step properties: skipped non-finite steps, grad accumulation == big batch,
-sharded (2, 2, 2) step == single-device step."""
+"""Train step properties: skipped non-finite steps (loss, gradient or new state), grad
+accumulation == big batch, sharded (2, 2, 2) step == single-device step."""
 
 import functools
 
@@ -66,6 +66,23 @@ def test_non_finite_step_is_skipped_and_counted():
         jax.tree.leaves(new.opt_state), jax.tree.leaves(bad_copy.opt_state), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_step_that_would_make_the_state_non_finite_is_skipped():
+    # A NaN Adam moment (a damaged checkpoint once restored unnoticed): the loss and gradients
+    # stay finite, the update does not; the step producing the NaN weights is the one skipped.
+    cfg, mesh = tiny_config(*SWA), _mesh(1, 1, 1, 1)
+    _, state = _compiled(cfg, mesh)
+    adam = state.opt_state[1]
+    mu = {**adam.mu, "embed": {"table": adam.mu["embed"]["table"].at[3, 0].set(jnp.nan)}}
+    opt_state = (state.opt_state[0], adam._replace(mu=mu), *state.opt_state[2:])
+    bad = state.replace(opt_state=opt_state)
+    _, new, metrics = _one_step(cfg, mesh, state=bad)
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert not bool(metrics["is_finite"])
+    assert int(new.step) == 1 and int(new.skipped) == 1
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_grad_accumulation_equals_big_batch():
