@@ -312,9 +312,13 @@ class Checkpointer:
     def check(self) -> None:
         """Non-blocking: raises CheckpointSaveError if the save in flight has failed.
 
-        Once a save is complete, older checkpoints beyond ``keep`` are removed.
+        Once a save is complete, older checkpoints beyond ``keep`` are removed. In a
+        multi-process run this waits for the next ``save`` or ``close`` instead: processes may
+        see the save end at different steps, and rotation synchronises them.
         """
-        if self._pending is not None and not self._mngr.is_saving_in_progress():
+        if self._pending is None or jax.process_count() > 1:
+            return
+        if not self._mngr.is_saving_in_progress():
             self._finish()
 
     def _finish(self) -> None:
