@@ -190,6 +190,8 @@ class _QuietOrbaxErrors(logging.Filter):
         tb = record.exc_info[2] if record.exc_info else None
         paths = [record.pathname] + [f.f_code.co_filename for f, _ in traceback.walk_tb(tb)]
         is_orbax = any(_ORBAX_DIR in p for p in paths) or "orbax" in record.getMessage()
+        if is_orbax:
+            logger.debug("orbax error (reported by the checkpointer): %s", record.getMessage())
         return not is_orbax
 
 

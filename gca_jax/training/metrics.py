@@ -32,7 +32,7 @@ class MetricsWriter:
     On resume from step s, rows after s (written before the interruption, and a line cut short
     by a kill) are dropped from metrics.jsonl first, and TensorBoard is told to purge events
     after s, so every step appears once. Both sinks are flushed with each row, so a killed run
-    leaves no empty event file and loses no row it reported.
+    loses no row it reported; an event file a kill left empty is removed at the next start.
 
     Args:
       log_dir: the run's output directory.
@@ -51,6 +51,7 @@ class MetricsWriter:
         os.makedirs(log_dir, exist_ok=True)
         path = os.path.join(log_dir, "metrics.jsonl")
         _truncate_rows(path, resume_step)
+        _remove_empty_event_files(os.path.join(log_dir, "tensorboard"))
         self._jsonl = open(path, "a")  # noqa: SIM115
 
     def _tensorboard(self):
@@ -83,6 +84,14 @@ class MetricsWriter:
         finally:
             if jsonl is not None:
                 jsonl.close()
+
+
+def _remove_empty_event_files(tb_dir: str) -> None:
+    """Removes event files a kill left empty (between a writer's creation and its first flush)."""
+    for name in os.listdir(tb_dir) if os.path.isdir(tb_dir) else ():
+        path = os.path.join(tb_dir, name)
+        if name.startswith("events.out.tfevents.") and os.path.getsize(path) == 0:
+            os.remove(path)
 
 
 def _truncate_rows(path: str, last_step: int) -> None:
