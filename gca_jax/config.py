@@ -620,7 +620,8 @@ def load_config(path: str | pathlib.Path | None, overrides: list[str] = ()) -> C
       The validated, frozen Config.
 
     Raises:
-      ConfigError: unknown key, wrong type or broken rule; the message names the key.
+      ConfigError: an empty file, an unknown key, a wrong type or a broken rule; the message
+        names the key.
       FileNotFoundError: the YAML file does not exist.
     """
     raw: dict[str, Any] = {}
@@ -628,7 +629,12 @@ def load_config(path: str | pathlib.Path | None, overrides: list[str] = ()) -> C
         path = pathlib.Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
+        if raw is None:  # An empty file would silently mean the full default run.
+            raise ConfigError(
+                f"config error: {path} is empty (or only comments); give at least the model "
+                "section, e.g. copy configs/tiny.yaml"
+            )
         if not isinstance(raw, dict):
             raise ConfigError(f"config error: {path} must hold a mapping of sections")
     return config_from_dict(merge_raw(raw, parse_overrides(list(overrides))))

@@ -223,3 +223,10 @@ def test_model_type_is_checked_against_the_registry():
 def test_missing_file_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_an_empty_config_file_is_refused(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(path)
