@@ -18,8 +18,16 @@ from gca_jax.modeling import flops
 from gca_jax.modeling import retrieval as ret_lib
 from gca_jax.modeling.blocks import DecoderLayer, EncoderLayer, UpperLayer
 from gca_jax.modeling.chunking import insert_landmarks
-from gca_jax.modeling.interface import DECODE, PREFILL, RETRIEVAL, SCORE, LanguageModel
-from gca_jax.modeling.layers import Dense, Embedding, RMSNorm, to_dtype
+from gca_jax.modeling.interface import (
+    DECODE,
+    PREFILL,
+    RETRIEVAL,
+    SCORE,
+    LanguageModel,
+    final_norm,
+    token_embedding,
+)
+from gca_jax.modeling.layers import Dense, RMSNorm, to_dtype
 from gca_jax.modeling.retrieval import ChunkMemory, Retrieval
 from gca_jax.modeling.stack import apply_stack, make_stack
 from gca_jax.sharding import constrain_batch
@@ -45,9 +53,7 @@ class DRT(LanguageModel):
         rcfg = cfg.retrieval
         pdt, f32 = to_dtype(cfg.param_dtype), jnp.float32
         dim = cfg.hidden_size
-        self.embed = Embedding(
-            cfg.vocab_size, dim, pad_id=cfg.pad_id, std=cfg.init_std, param_dtype=pdt, rngs=rngs
-        )
+        self.embed = token_embedding(cfg, rngs=rngs)
         lower = cfg.num_layers - sum(rcfg.group_layers)
         self.lower = make_stack(lambda r: DecoderLayer(cfg, rngs=r), lower, rngs)
         self.enc_prenorm = RMSNorm(dim, eps=cfg.rms_norm_eps, param_dtype=pdt, out_dtype=f32)
@@ -67,9 +73,7 @@ class DRT(LanguageModel):
         self.groups = nnx.List(
             [make_stack(lambda r: UpperLayer(cfg, rngs=r), n, rngs) for n in rcfg.group_layers]
         )
-        self.final_norm = RMSNorm(
-            dim, eps=cfg.rms_norm_eps, param_dtype=pdt, out_dtype=to_dtype(cfg.dtype)
-        )
+        self.final_norm = final_norm(cfg)
 
     # -- pieces, shared with the inference path ------------------------------------------------
 

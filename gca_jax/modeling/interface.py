@@ -14,6 +14,7 @@ import jax
 from flax import nnx
 
 from gca_jax.config import ModelConfig
+from gca_jax.modeling.layers import Embedding, RMSNorm, to_dtype
 from gca_jax.modeling.loss import next_token_loss, tied_logits
 
 # Evaluation paths a model may support, with the words error messages use for them.
@@ -27,6 +28,28 @@ CAPABILITIES: dict[str, str] = {
     DECODE: "incremental decoding (eval.generate)",
     RETRIEVAL: "retrieval records per chunk (eval.inspect_retrieval)",
 }
+
+
+def token_embedding(cfg: ModelConfig, *, rngs: nnx.Rngs) -> Embedding:
+    """The token embedding every model ties to its output head (``LanguageModel.embed``)."""
+    return Embedding(
+        cfg.vocab_size,
+        cfg.hidden_size,
+        pad_id=cfg.pad_id,
+        std=cfg.init_std,
+        param_dtype=to_dtype(cfg.param_dtype),
+        rngs=rngs,
+    )
+
+
+def final_norm(cfg: ModelConfig) -> RMSNorm:
+    """The norm before the head, in the compute dtype."""
+    return RMSNorm(
+        cfg.hidden_size,
+        eps=cfg.rms_norm_eps,
+        param_dtype=to_dtype(cfg.param_dtype),
+        out_dtype=to_dtype(cfg.dtype),
+    )
 
 
 class MissingCapabilityError(ValueError):

@@ -21,8 +21,8 @@ from gca_jax import sharding
 from gca_jax.config import ModelConfig
 from gca_jax.modeling import flops
 from gca_jax.modeling.chunking import insert_landmarks
-from gca_jax.modeling.interface import SCORE, LanguageModel
-from gca_jax.modeling.layers import Dense, Embedding, RMSNorm, SwiGLU, apply_rope, to_dtype
+from gca_jax.modeling.interface import SCORE, LanguageModel, final_norm, token_embedding
+from gca_jax.modeling.layers import Dense, RMSNorm, SwiGLU, apply_rope, to_dtype
 from gca_jax.modeling.stack import apply_stack, make_stack
 
 
@@ -92,19 +92,9 @@ class LandmarkLM(LanguageModel):
                 f"LandmarkLM needs the model.landmark section (model_type={cfg.model_type!r})"
             )
         self.cfg = cfg
-        pdt = to_dtype(cfg.param_dtype)
-        self.embed = Embedding(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            pad_id=cfg.pad_id,
-            std=cfg.init_std,
-            param_dtype=pdt,
-            rngs=rngs,
-        )
+        self.embed = token_embedding(cfg, rngs=rngs)
         self.layers = make_stack(lambda r: LandmarkDecoderLayer(cfg, rngs=r), cfg.num_layers, rngs)
-        self.final_norm = RMSNorm(
-            cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=pdt, out_dtype=to_dtype(cfg.dtype)
-        )
+        self.final_norm = final_norm(cfg)
 
     def embed_blocks(self, tokens_BxT: jax.Array) -> jax.Array:
         """(B, T) raw tokens -> (B, C * P, D) float32 embeddings with landmarks inserted.

@@ -10,8 +10,7 @@ from flax import nnx
 from gca_jax.config import ModelConfig
 from gca_jax.modeling import flops
 from gca_jax.modeling.blocks import DecoderLayer
-from gca_jax.modeling.interface import SCORE, LanguageModel
-from gca_jax.modeling.layers import Embedding, RMSNorm, to_dtype
+from gca_jax.modeling.interface import SCORE, LanguageModel, final_norm, token_embedding
 from gca_jax.modeling.stack import apply_stack, make_stack
 
 
@@ -22,19 +21,9 @@ class SlidingWindowLM(LanguageModel):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        pdt = to_dtype(cfg.param_dtype)
-        self.embed = Embedding(
-            cfg.vocab_size,
-            cfg.hidden_size,
-            pad_id=cfg.pad_id,
-            std=cfg.init_std,
-            param_dtype=pdt,
-            rngs=rngs,
-        )
+        self.embed = token_embedding(cfg, rngs=rngs)
         self.layers = make_stack(lambda r: DecoderLayer(cfg, rngs=r), cfg.num_layers, rngs)
-        self.final_norm = RMSNorm(
-            cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=pdt, out_dtype=to_dtype(cfg.dtype)
-        )
+        self.final_norm = final_norm(cfg)
 
     def hidden_states(
         self, tokens_BxT: jax.Array, *, gumbel_key: jax.Array | None = None
