@@ -108,7 +108,18 @@ def _next_retrieval(graphdef, params, group_h_GxBxD, landmarks_BxExD, row_id):
     return jnp.stack(idx), jnp.stack(w)
 
 
-def _ring_from_cache(cache_LxBxWxHkvxd, slot_pos_N, first_pos: int) -> jax.Array:
+def ring_slots(num_positions: int, window: int) -> np.ndarray:
+    """(N,) position each of the N = W + 1 ring slots holds after ``num_positions``, -1 = empty.
+
+    Slot n holds the latest position p < p0 with p % N == n; only p >= p0 - W is cached (the
+    slot of p0 - N = p0's own slot is empty until p0 is written).
+    """
+    n, p0 = window + 1, num_positions
+    slot_pos_N = p0 - 1 - (p0 - 1 - np.arange(n)) % n
+    return np.where(slot_pos_N >= max(0, p0 - window), slot_pos_N, -1)
+
+
+def ring_from_window(cache_LxBxWxHkvxd, slot_pos_N, first_pos: int) -> jax.Array:
     """Places the cached last-W positions (first one ``first_pos``) into ring slots."""
     index_N = np.clip(slot_pos_N - first_pos, 0, cache_LxBxWxHkvxd.shape[2] - 1)
     ring = jnp.take(cache_LxBxWxHkvxd, jnp.asarray(index_N), axis=2)
@@ -155,15 +166,12 @@ class Decoder:
     def _initial_state(self, carry: Carry) -> DecodeState:
         cfg, rcfg = self.cfg, self.rcfg
         n, p0 = cfg.window + 1, carry.num_positions
-        # Slot n holds the latest position p < p0 with p % N == n; only p >= p0 - W is cached
-        # (the slot of p0 - N = p0's own slot is empty until p0 is written).
-        slot_pos_N = p0 - 1 - (p0 - 1 - np.arange(n)) % n
-        slot_pos_N = np.where((slot_pos_N >= max(0, p0 - cfg.window)), slot_pos_N, -1)
+        slot_pos_N = ring_slots(p0, cfg.window)
         b = self.store.landmarks.shape[0]
         rings = tuple(
             RingCache(
-                _ring_from_cache(cache.k_BxWxHkvxd, slot_pos_N, p0 - cfg.window),
-                _ring_from_cache(cache.v_BxWxHkvxd, slot_pos_N, p0 - cfg.window),
+                ring_from_window(cache.k_BxWxHkvxd, slot_pos_N, p0 - cfg.window),
+                ring_from_window(cache.v_BxWxHkvxd, slot_pos_N, p0 - cfg.window),
             )
             for cache in carry.caches
         )

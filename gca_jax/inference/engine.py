@@ -88,7 +88,7 @@ class PrefillOutput:
     pad: int
 
 
-def _query_positions(logits_at, b: int, t: int) -> np.ndarray:
+def query_positions(logits_at, b: int, t: int) -> np.ndarray:
     """Validates raw positions (Q,) or (B, Q) and returns them as int32 (B, Q)."""
     q = np.asarray(logits_at)
     if q.ndim == 1:
@@ -158,13 +158,19 @@ class Engine:
 
     Raises:
       MissingCapabilityError: the model does not support segmented prefill.
-      ValueError: full attention (window -1), or segments shorter than W.
+      ValueError: a model without chunk memory, full attention (window -1), or segments
+        shorter than W.
     """
 
     def __init__(self, model: nnx.Module, *, segment_chunks: int = 256, offload: bool = False):
         cfg = model.cfg
         require(cfg, PREFILL)
         rcfg = cfg.retrieval
+        if rcfg is None:
+            raise ValueError(
+                f"Engine serves chunk-memory models (model.retrieval); model_type="
+                f"{cfg.model_type!r} has its own engine (gca_jax.inference.make_scorer picks it)"
+            )
         if cfg.window < 1:
             raise ValueError(f"model.window={cfg.window} must be >= 1 for segmented inference")
         if segment_chunks < 1 or segment_chunks * rcfg.slots_per_chunk < cfg.window:
@@ -185,6 +191,27 @@ class Engine:
             donate_argnums=(2,),
         )
         self._head = jax.jit(bind(_head_step, self.graphdef), static_argnames=("with_ce",))
+
+    # -- generation (the engine protocol of gca_jax.inference.scoring) --------------------------
+
+    @property
+    def prompt_multiple(self) -> int:
+        """Prompts are left-padded to a multiple of S (docs/spec.md §3.2)."""
+        return self.rcfg.chunk_len
+
+    def start_decoding(self, tokens_BxT, max_new_tokens: int):
+        """Prefills left-padded prompts (T a multiple of S) and returns (logits_BxV, decoder).
+
+        The memory holds the prompt's chunks and those ``max_new_tokens`` more can complete.
+        """
+        from gca_jax.inference.decode import Decoder  # decode imports this module
+
+        s = self.rcfg.chunk_len
+        capacity = (tokens_BxT.shape[1] + max_new_tokens) // s + 1
+        out = self.prefill(
+            tokens_BxT, logits_at=[tokens_BxT.shape[1] - 1], keep_state=True, capacity=capacity
+        )
+        return jnp.asarray(out.logits[:, 0]), Decoder(self, out.carry)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -264,7 +291,7 @@ class Engine:
                 f"least W={cfg.window} earlier positions, got {carry.num_positions}"
             )
         targets = np.pad(targets, ((0, 0), (pad, 0)), constant_values=IGNORE).astype(np.int32)
-        queries = None if logits_at is None else _query_positions(logits_at, b, t) + pad
+        queries = None if logits_at is None else query_positions(logits_at, b, t) + pad
         num_chunks = tokens.shape[1] // rcfg.chunk_len
         if carry is None:
             carry = self.empty_carry(b, capacity or num_chunks)

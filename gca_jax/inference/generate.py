@@ -1,4 +1,9 @@
-"""Text generation: segmented prefill of the prompt, then greedy or top-k sampled decoding."""
+"""Text generation: prefill of the prompt, then greedy or top-k sampled decoding.
+
+Works with the engine of any model with the ``decode`` capability (the protocol in
+``gca_jax.inference.scoring``): prompts are left-padded to ``engine.prompt_multiple``, then
+``engine.start_decoding`` gives the first logits and a decoder fed one token per step.
+"""
 
 import functools
 from collections.abc import Callable, Sequence
@@ -6,9 +11,6 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from gca_jax.inference.decode import Decoder
-from gca_jax.inference.engine import Engine
 
 
 @functools.partial(jax.jit, static_argnames=("top_k",))
@@ -21,8 +23,10 @@ def sample_next(logits_BxV: jax.Array, key: jax.Array, *, top_k: int, temperatur
     return jnp.take_along_axis(idx_BxK, pick_B.reshape(-1, 1), axis=1)[:, 0].astype(jnp.int32)
 
 
-def left_pad_prompts(prompts: Sequence[Sequence[int]], chunk_len: int, pad_id: int) -> np.ndarray:
-    """Left-pads prompts with ``pad_id`` to one common length, a multiple of S (docs/spec.md §3.2).
+def left_pad_prompts(prompts: Sequence[Sequence[int]], multiple: int, pad_id: int) -> np.ndarray:
+    """Left-pads prompts with ``pad_id`` to one common length, a multiple of ``multiple``.
+
+    DRT's multiple is S (docs/spec.md §3.2).
 
     Raises:
       ValueError: no prompt, or an empty prompt (there is nothing to condition on).
@@ -33,7 +37,7 @@ def left_pad_prompts(prompts: Sequence[Sequence[int]], chunk_len: int, pad_id: i
         if len(p) == 0:
             raise ValueError(f"prompt {i} is empty: give at least one token")
     longest = max(len(p) for p in prompts)
-    length = -(-longest // chunk_len) * chunk_len
+    length = -(-longest // multiple) * multiple
     out = np.full((len(prompts), length), pad_id, np.int32)
     for i, p in enumerate(prompts):
         out[i, length - len(p) :] = np.asarray(p, np.int32)
@@ -41,7 +45,7 @@ def left_pad_prompts(prompts: Sequence[Sequence[int]], chunk_len: int, pad_id: i
 
 
 def generate(
-    engine: Engine,
+    engine,
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
@@ -53,9 +57,9 @@ def generate(
     """Continues each prompt by ``max_new_tokens`` tokens.
 
     Args:
-      engine: the model's inference engine.
+      engine: the inference engine of a model with the ``decode`` capability.
       prompts: B token-id sequences, each non-empty; left-padded with pad_id to a common
-        multiple of S (the pads are attended, as in the original).
+        multiple of ``engine.prompt_multiple`` (the pads are attended, as in the original).
       max_new_tokens: tokens to generate, >= 1.
       top_k: 1 = greedy (argmax); k > 1 = sample among the k most likely tokens.
       temperature: softmax temperature for sampling (> 0).
@@ -75,14 +79,8 @@ def generate(
     if top_k > 1 and key is None:
         raise ValueError("sampling (top_k > 1) needs a PRNG key")
     key = jax.random.key(0) if key is None else key
-    cfg = engine.cfg
-    tokens_BxT = left_pad_prompts(prompts, engine.rcfg.chunk_len, cfg.pad_id)
-    capacity = (tokens_BxT.shape[1] + max_new_tokens) // engine.rcfg.chunk_len + 1
-    out = engine.prefill(
-        tokens_BxT, logits_at=[tokens_BxT.shape[1] - 1], keep_state=True, capacity=capacity
-    )
-    decoder = Decoder(engine, out.carry)
-    logits_BxV = jnp.asarray(out.logits[:, 0])
+    tokens_BxT = left_pad_prompts(prompts, engine.prompt_multiple, engine.cfg.pad_id)
+    logits_BxV, decoder = engine.start_decoding(tokens_BxT, max_new_tokens)
     new = []
     for i in range(max_new_tokens):
         key, sub = jax.random.split(key)

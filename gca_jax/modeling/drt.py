@@ -43,6 +43,7 @@ class DRT(LanguageModel):
     """The DRT language model (docs/spec.md §1), ret x G with G = len(retrieval.group_layers)."""
 
     capabilities = frozenset({SCORE, PREFILL, DECODE, RETRIEVAL})
+    engine = "gca_jax.inference.engine:Engine"
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         if cfg.retrieval is None:

@@ -61,16 +61,20 @@ class LanguageModel(nnx.Module):
 
     Subclasses set ``capabilities`` and implement ``hidden_states`` and ``flops_per_token``;
     ``loss`` and ``logits`` follow from them with the tied output head ``self.embed``. Models
-    that declare ``PREFILL``/``DECODE`` also implement the pieces ``gca_jax.inference`` calls
-    (for DRT: ``embed_chunks``, ``encode_chunks``, ``retrieve``, and the layer stacks with a
-    cache argument).
+    that declare ``PREFILL``/``DECODE`` name their inference engine in ``engine`` and implement
+    the pieces it calls (for DRT: ``embed_chunks``, ``encode_chunks``, ``retrieve``, and the
+    layer stacks with a cache argument).
 
     Attributes:
       cfg: the model's ``ModelConfig``.
       capabilities: the evaluation paths this model supports (keys of ``CAPABILITIES``).
+      engine: "module:Class" of its inference engine, set by models with ``PREFILL``.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset({SCORE})
+    # "package.module:Class" of the inference engine that implements PREFILL (and DECODE) for
+    # this model; a string, so modeling never imports inference (docs/inference.md, "Engines").
+    engine: ClassVar[str | None] = None
     cfg: ModelConfig
 
     # -- what every model computes ---------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 The same decoder layers as DRT's lower stack, ``model.num_layers`` of them, over raw tokens (no
 landmarks). With ``window = -1`` it is the full-attention transformer used for comparisons.
+Long inputs and generation run through ``gca_jax.inference.swa_engine`` (constant memory: the
+layers' window caches are the whole state).
 """
 
 import jax
@@ -10,14 +12,22 @@ from flax import nnx
 from gca_jax.config import ModelConfig
 from gca_jax.modeling import flops
 from gca_jax.modeling.blocks import DecoderLayer
-from gca_jax.modeling.interface import SCORE, LanguageModel, final_norm, token_embedding
+from gca_jax.modeling.interface import (
+    DECODE,
+    PREFILL,
+    SCORE,
+    LanguageModel,
+    final_norm,
+    token_embedding,
+)
 from gca_jax.modeling.stack import apply_stack, make_stack
 
 
 class SlidingWindowLM(LanguageModel):
     """Decoder-only LM with sliding-window (or full, window -1) ALiBi attention."""
 
-    capabilities = frozenset({SCORE})
+    capabilities = frozenset({SCORE, PREFILL, DECODE})
+    engine = "gca_jax.inference.swa_engine:SlidingWindowEngine"
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg

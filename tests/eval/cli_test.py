@@ -12,6 +12,9 @@ from gca_jax.modeling import MissingCapabilityError
 
 TINY = ["--random_init", "--config", "configs/tiny.yaml"]
 SWA = TINY + ["model.model_type=swa_lm", "model.retrieval=null"]
+# A score-only model type (a plugin): the example of a model lacking evaluation paths.
+SCORE_ONLY = ["--plugin", "tests.modeling.dummy_lm", *TINY, "model.model_type=dummy_bag"]
+SCORE_ONLY += ["model.retrieval=null"]
 
 
 def test_generate_streams_text(capsys):
@@ -20,6 +23,12 @@ def test_generate_streams_text(capsys):
     out, err = capsys.readouterr()
     assert out.startswith("The answer is")  # the text alone on stdout
     assert "model: RANDOM weights (--random_init, seed 0)" in err
+
+
+def test_generate_runs_the_sliding_window_lm(capsys):
+    argv = SWA + ["--prompt", "The answer is", "--max_new_tokens", "5"]
+    assert generate_cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith("The answer is")
 
 
 def test_generate_rejects_empty_prompt(capsys):
@@ -55,16 +64,19 @@ def test_a_command_the_model_cannot_serve_names_model_and_capability(
     cli, args, capability, capsys, tmp_path
 ):
     args = [str(tmp_path) if a == "OUT" else a for a in args]
-    assert cli.main(SWA + args) == 2
+    assert cli.main(SCORE_ONLY + args) == 2
     err = capsys.readouterr().err
-    assert f"model_type='swa_lm' (SlidingWindowLM) does not support {capability}" in err
+    assert f"model_type='dummy_bag' (CausalBagLM) does not support {capability}" in err
     assert "Traceback" not in err
 
 
 def test_offload_needs_segmented_prefill():
-    args = _common.parser("test", "").parse_args(SWA + ["--offload"])
-    with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented.*prefill"):
+    args = _common.parser("test", "").parse_args(SCORE_ONLY + ["--offload"])
+    with pytest.raises(MissingCapabilityError, match="model_type='dummy_bag'.*segmented.*prefill"):
         _common.setup(args)
-    args = _common.parser("test", "").parse_args(SWA)
+    args = _common.parser("test", "").parse_args(SCORE_ONLY)
     scorer, cfg, _ = _common.setup(args)  # without --offload: one full forward per sequence
-    assert type(scorer).__name__ == "FullForwardScorer" and cfg.model.model_type == "swa_lm"
+    assert type(scorer).__name__ == "FullForwardScorer" and cfg.model.model_type == "dummy_bag"
+    args = _common.parser("test", "").parse_args(SWA)
+    scorer, _, _ = _common.setup(args)  # the sliding-window LM's own constant-memory engine
+    assert type(scorer).__name__ == "SlidingWindowEngine"

@@ -11,6 +11,7 @@ from eval import passkey, ppl
 from gca_jax.inference import Engine, make_scorer
 from gca_jax.inference import evaluation as ev
 from gca_jax.inference.full_forward import FullForwardScorer
+from gca_jax.inference.swa_engine import SlidingWindowEngine
 from gca_jax.modeling import MissingCapabilityError, build_model
 from tests.modeling.conftest import tiny_model_config
 
@@ -31,10 +32,18 @@ def test_scorer_logits_and_ce_equal_the_model():
 
 
 def test_make_scorer_follows_the_capabilities(tiny_model):
-    swa = build_model(tiny_model_config(model_type="swa_lm", num_layers=2), rngs=nnx.Rngs(0))
-    assert isinstance(make_scorer(swa, segment_chunks=4), FullForwardScorer)
+    import tests.modeling.dummy_lm  # noqa: F401  (registers the score-only model_type dummy_bag)
+
+    bag = build_model(tiny_model_config(model_type="dummy_bag"), rngs=nnx.Rngs(0))
+    assert isinstance(make_scorer(bag, segment_chunks=4), FullForwardScorer)
     assert isinstance(make_scorer(tiny_model, segment_chunks=4), Engine)
-    with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented.*--offload"):
+    swa = build_model(tiny_model_config(model_type="swa_lm", num_layers=2), rngs=nnx.Rngs(0))
+    assert isinstance(make_scorer(swa, segment_chunks=4), SlidingWindowEngine)
+    with pytest.raises(
+        MissingCapabilityError, match="model_type='dummy_bag'.*segmented.*--offload"
+    ):
+        make_scorer(bag, segment_chunks=4, offload=True)
+    with pytest.raises(ValueError, match="nothing to offload"):
         make_scorer(swa, segment_chunks=4, offload=True)
 
 

@@ -15,7 +15,7 @@ from gca_jax import checkpoint as ckpt_lib
 from gca_jax.config import load_config
 from gca_jax.inference import Engine
 from gca_jax.inference.loading import load_for_eval
-from gca_jax.modeling import MissingCapabilityError, build_model
+from gca_jax.modeling import build_model
 
 SWA = ["model.model_type=swa_lm", "model.retrieval=null"]
 
@@ -52,8 +52,8 @@ def test_checkpoint_of_another_model_type(tmp_path):
         load_for_eval("configs/tiny.yaml", checkpoint=str(tmp_path))
     model, cfg, _ = load_for_eval(None, checkpoint=str(tmp_path))  # its own config: loads, but
     assert cfg.model.retrieval is None
-    with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented"):
-        Engine(model)  # the engine needs segmented prefill, which only DRT has
+    with pytest.raises(ValueError, match="chunk-memory models"):
+        Engine(model)  # DRT's engine; the sliding-window LM has its own
 
 
 def test_checkpoint_of_another_architecture(tmp_path):

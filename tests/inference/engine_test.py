@@ -76,6 +76,11 @@ def test_bad_inputs(tiny_model, engines):
         engine.prefill(np.zeros((1, 30), np.int32), logits_at=[30])
     with pytest.raises(ValueError, match="segment_chunks"):
         Engine(tiny_model, segment_chunks=1)  # 16 positions < W = 32
+    import tests.modeling.dummy_lm  # noqa: F401  (registers the score-only model_type dummy_bag)
+
+    bag = build_model(tiny_model_config(model_type="dummy_bag"), rngs=nnx.Rngs(0))
+    with pytest.raises(MissingCapabilityError, match="model_type='dummy_bag'.*segmented"):
+        Engine(bag)
     swa = build_model(tiny_model_config(model_type="swa_lm"), rngs=nnx.Rngs(0))
-    with pytest.raises(MissingCapabilityError, match="model_type='swa_lm'.*segmented"):
+    with pytest.raises(ValueError, match="chunk-memory models.*its own engine"):
         Engine(swa)

@@ -1,5 +1,7 @@
 """The model registry: model types, capabilities, FLOPs and statistics all come from the class."""
 
+import re
+
 import pytest
 from flax import nnx
 
@@ -31,16 +33,18 @@ SWA = ["model.model_type=swa_lm", "model.retrieval=null"]
 
 
 def test_registered_types_and_their_capabilities():
-    assert MODELS == {"drt": DRT, "landmark": LandmarkLM, "swa_lm": SlidingWindowLM}
+    # Other tests may register plugin models (tests/modeling/dummy_lm.py) into the same dict.
+    builtin = {"drt": DRT, "landmark": LandmarkLM, "swa_lm": SlidingWindowLM}
+    assert {name: MODELS[name] for name in builtin} == builtin
     assert DRT.capabilities == {SCORE, PREFILL, DECODE, RETRIEVAL}
-    assert SlidingWindowLM.capabilities == {SCORE}
+    assert SlidingWindowLM.capabilities == {SCORE, PREFILL, DECODE}
     assert LandmarkLM.capabilities == {SCORE}
     assert model_class("drt") is DRT
 
 
 def test_an_unknown_model_type_lists_the_registered_ones():
     cfg = load_config(None, ["model.model_type=drtt"])
-    message = r"model.model_type='drtt': must be one of \['drt', 'landmark', 'swa_lm'\]"
+    message = re.escape(f"model.model_type='drtt': must be one of {sorted(MODELS)}")
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
     with pytest.raises(ConfigError, match=message):
@@ -51,18 +55,23 @@ def test_an_unknown_model_type_lists_the_registered_ones():
 
 
 def test_require_names_the_model_and_the_capability():
+    import tests.modeling.dummy_lm  # noqa: F401  (registers the score-only model_type dummy_bag)
+
     swa = load_config("configs/tiny.yaml", SWA).model
-    assert require(swa, SCORE) is SlidingWindowLM
+    assert require(swa, SCORE) is require(swa, DECODE) is SlidingWindowLM
+    bag = load_config("configs/tiny.yaml", ["model.model_type=dummy_bag", "model.retrieval=null"])
     for capability, words in (
         (DECODE, "incremental decoding (eval.generate)"),
         (PREFILL, "segmented long-context prefill (bounded memory at any length, --offload)"),
         (RETRIEVAL, "retrieval records per chunk (eval.inspect_retrieval)"),
     ):
         with pytest.raises(MissingCapabilityError) as e:
-            require(swa, capability)
-        assert f"model_type='swa_lm' (SlidingWindowLM) does not support {words}" in str(e.value)
+            require(bag.model, capability)
+        assert f"model_type='dummy_bag' (CausalBagLM) does not support {words}" in str(e.value)
         assert "it supports: full-forward scoring" in str(e.value)
     assert isinstance(e.value, ValueError)  # the CLIs report it as a user error (exit 2)
+    with pytest.raises(MissingCapabilityError, match="swa_lm.*retrieval records"):
+        require(swa, RETRIEVAL)
     assert require(load_config("configs/tiny.yaml").model, DECODE) is DRT
     with pytest.raises(KeyError, match="unknown capability 'teleport'"):
         require(swa, "teleport")
