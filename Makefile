@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean-venv gpt2 books tech
+.PHONY: test demo lint bench clean-venv gpt2 books tech gpu test-gpu
 
 $(PY):
 	@PY312=""; \
@@ -59,6 +59,16 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.swa
 	$(PY) -m benchmarks.gca
 	$(PY) -m benchmarks.train_throughput
+
+# A GPU host (README, "On a GPU machine"): jax's CUDA 13 plugin and jax-triton in the venv,
+# then a check that jax sees the GPU.
+gpu: $(STAMP)
+	$(PY) -m pip install -q -e '.[cuda,triton]'
+	$(PY) -c 'import jax; d = jax.devices(); print(d); assert d[0].platform == "gpu", "jax sees no GPU"'
+
+# The GPU-only tests (marked gpu; skipped by make test).
+test-gpu: $(STAMP)
+	JAX_PLATFORMS=cuda $(PY) -m pytest -q -m gpu tests
 
 clean-venv:
 	rm -rf $(VENV)

@@ -20,6 +20,7 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
+from gca_jax.training.runtime import warn_if_gpu_unused
 from kernels.gca import gca_attention, gca_decode, pallas_triton_vjp
 from kernels.gca._common import GcaBlockConfig
 from kernels.gca.pallas_triton import gca_attention_pallas, gca_forward
@@ -330,6 +331,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="paper shape, default config only")
     parser.add_argument("--smoke", action="store_true", help="CPU plumbing check (interpret mode)")
     args = parser.parse_args(argv)
+    if not args.smoke:
+        warn_if_gpu_unused()
     global KERNEL, ROUNDS
     if args.smoke:
         KERNEL = "interpret"

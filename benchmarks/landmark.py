@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.swa import time_ms
+from gca_jax.training.runtime import warn_if_gpu_unused
 from kernels.landmark import landmark_attention
 from kernels.swa import sliding_window_attention
 
@@ -51,6 +52,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--smoke", action="store_true", help="tiny shapes, interpreter (CPU check)")
     args = p.parse_args(argv)
+    if not args.smoke:
+        warn_if_gpu_unused()
     global BACKEND
     if args.smoke:
         BACKEND = "interpret"

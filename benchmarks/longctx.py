@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gca_jax.training.runtime import warn_if_gpu_unused
+
 
 def _model(config: str, overrides: list[str]):
     from flax import nnx
@@ -166,6 +168,7 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="first compare with the XLA forward")
     p.add_argument("--out_name", default="longctx.json", help="results file under $OUT")
     args = p.parse_args()
+    warn_if_gpu_unused()
     if args.job:
         job = json.loads(args.job)
         runner = {"prefill": run_prefill, "decode": run_decode, "check": run_check}[job["kind"]]

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gca_jax.training.runtime import warn_if_gpu_unused
 from kernels.swa import pallas_triton, sliding_window_decode
 from kernels.swa._common import SwaBlockConfig
 from kernels.swa.reference import sliding_window_attention_reference
@@ -162,6 +163,8 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="also sweep Pallas block configs")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes, interpreter (CPU check)")
     args = ap.parse_args()
+    if not args.smoke:
+        warn_if_gpu_unused()
     if args.smoke:
         global INTERPRET, SCALING_T, CHECKS, FWD_SWEEP, BWD_SWEEP
         INTERPRET, SCALING_T = True, (128, 256)

@@ -31,6 +31,7 @@ from gca_jax.config import MeshConfig, load_config
 from gca_jax.modeling import flops_per_token
 from gca_jax.training.metrics import peak_flops
 from gca_jax.training.optimizer import lr_schedule, make_optimizer
+from gca_jax.training.runtime import warn_if_gpu_unused
 from gca_jax.training.state import abstract_state, init_state
 from gca_jax.training.step import make_train_step
 
@@ -194,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile_dir", help="also trace 2 steps per case here and print a breakdown")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    warn_if_gpu_unused()
     backends = _BackendLog()
     kernel_log = logging.getLogger("kernels._backend")
     kernel_log.setLevel(logging.INFO)

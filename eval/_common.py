@@ -59,9 +59,11 @@ def setup(args, *, needs: str | None = None, announce=None):
     from gca_jax.inference import make_scorer
     from gca_jax.inference.loading import load_for_eval
     from gca_jax.modeling import load_plugins, require
+    from gca_jax.training.runtime import warn_if_gpu_unused
 
     log = logging.getLogger("eval")
     log.info("jax %s, flax %s, devices %s", jax.__version__, flax.__version__, jax.devices())
+    warn_if_gpu_unused()
     load_plugins(args.plugin)
     model, cfg, origin = load_for_eval(
         args.config,

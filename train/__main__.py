@@ -53,9 +53,10 @@ def _train(args) -> None:
     from tqdm import tqdm
 
     from gca_jax.training import RunOptions, train
-    from gca_jax.training.runtime import maybe_initialize_distributed
+    from gca_jax.training.runtime import maybe_initialize_distributed, warn_if_gpu_unused
 
     maybe_initialize_distributed()
+    warn_if_gpu_unused()
     name = os.path.splitext(os.path.basename(args.config))[0]
     out = args.output_dir or os.path.join("runs", name)
     opts = RunOptions(output_dir=out, fresh=args.fresh, init_from=args.init_from)

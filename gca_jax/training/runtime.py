@@ -1,7 +1,9 @@
-"""Process-level setup: multi-host initialisation."""
+"""Process-level setup: multi-host initialisation, and the check that a GPU is really used."""
 
+import glob
 import logging
 import os
+import shutil
 
 import jax
 
@@ -35,4 +37,33 @@ def maybe_initialize_distributed() -> bool:
     else:
         return False
     logger.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+    return True
+
+
+GPU_SETUP_HINT = (
+    "install jax's CUDA plugin with `make gpu` (pip install -e '.[cuda]'; README, "
+    "'On a GPU machine'), or set JAX_PLATFORMS=cpu to silence this"
+)
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether this host has an NVIDIA GPU, judged without jax (driver files or nvidia-smi)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
+def warn_if_gpu_unused(*, gpu_present: bool | None = None) -> bool:
+    """Warns when the host has an NVIDIA GPU but jax runs on the CPU (CPU-only jaxlib).
+
+    A plain ``pip install -e .`` gets the CPU jaxlib, and every benchmark and training run then
+    silently uses the CPU. An explicit ``JAX_PLATFORMS`` choice of the CPU is respected.
+
+    Returns:
+      Whether it warned.
+    """
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return False
+    present = nvidia_gpu_present() if gpu_present is None else gpu_present
+    if not present or jax.default_backend() != "cpu":
+        return False
+    logger.warning("this host has an NVIDIA GPU but jax sees only the CPU: %s", GPU_SETUP_HINT)
     return True
