@@ -42,6 +42,7 @@ class DecodeState:
       key_pos_BxN: position held by each ring slot, -1 when empty.
       pos: int32 scalar, the next landmark-inserted position.
       chunk_h_BxPxD: lower-stack outputs of the current chunk.
+      chunk_ids_BxP: token ids fed in the current chunk (its memory row may be keyed on them).
       group_h_GxBxD: residual stream entering each group at the latest position.
       ret_idx_GxBxK: memory rows of the current retrieval per group.
       ret_w_GxBxK: their weights.
@@ -52,6 +53,7 @@ class DecodeState:
     key_pos_BxN: jax.Array
     pos: jax.Array
     chunk_h_BxPxD: jax.Array
+    chunk_ids_BxP: jax.Array
     group_h_GxBxD: jax.Array
     ret_idx_GxBxK: jax.Array
     ret_w_GxBxK: jax.Array
@@ -70,6 +72,7 @@ def _decode_step(graphdef, params, state: DecodeState, ids_B):
     h_Bx1xD, ring = apply_stack(model.lower, h_Bx1xD, cache=state.rings[0], step=step)
     rings, group_h = [ring], []
     chunk_h = state.chunk_h_BxPxD.at[:, pos % rcfg.slots_per_chunk].set(h_Bx1xD[:, 0])
+    chunk_ids = state.chunk_ids_BxP.at[:, pos % rcfg.slots_per_chunk].set(ids_B)
     for g in range(rcfg.num_groups):
         group_h.append(h_Bx1xD[:, 0])
         keys, values = state.ret_kv[g]
@@ -86,14 +89,16 @@ def _decode_step(graphdef, params, state: DecodeState, ids_B):
         key_pos_BxN=key_pos_BxN,
         pos=pos + 1,
         chunk_h_BxPxD=chunk_h,
+        chunk_ids_BxP=chunk_ids,
         group_h_GxBxD=jnp.stack(group_h),
     )
 
 
-def _encode_step(graphdef, params, chunk_h_BxPxD):
+def _encode_step(graphdef, params, chunk_h_BxPxD, chunk_ids_BxP):
     model = nnx.merge(graphdef, params)
     b, p, dim = chunk_h_BxPxD.shape
-    return model.encode_chunks(chunk_h_BxPxD.reshape(b, 1, p, dim))
+    tokens_BxS = chunk_ids_BxP[:, : model.cfg.retrieval.chunk_len]  # without the landmark
+    return model.build_memory(chunk_h_BxPxD.reshape(b, 1, p, dim), tokens_BxS)
 
 
 def _next_retrieval(graphdef, params, group_h_GxBxD, landmarks_BxExD, row_id):
@@ -182,6 +187,7 @@ class Decoder:
             key_pos_BxN=jnp.asarray(np.broadcast_to(slot_pos_N, (b, n)), jnp.int32),
             pos=jnp.int32(p0),
             chunk_h_BxPxD=jnp.zeros((b, rcfg.slots_per_chunk, cfg.hidden_size), jnp.float32),
+            chunk_ids_BxP=jnp.zeros((b, rcfg.slots_per_chunk), jnp.int32),
             group_h_GxBxD=jnp.zeros((rcfg.num_groups, b, cfg.hidden_size), jnp.float32),
             ret_idx_GxBxK=idx,
             ret_w_GxBxK=w,
@@ -205,7 +211,8 @@ class Decoder:
 
     def _complete_chunk(self) -> None:
         row_id = self.store.num_chunks
-        self.store.append(self._encode(self.engine.params, self.state.chunk_h_BxPxD))
+        rows = self._encode(self.engine.params, self.state.chunk_h_BxPxD, self.state.chunk_ids_BxP)
+        self.store.append(rows)
         idx, w = self._retrieve(
             self.engine.params, self.state.group_h_GxBxD, self.store.landmarks, jnp.int32(row_id)
         )

@@ -109,7 +109,7 @@ def _lower_step(graphdef, params, tokens_BxT, cache: WindowCache):
     b, t = tokens_BxT.shape
     c = t // rcfg.chunk_len
     h_BxLxD, cache = apply_stack(model.lower, model.embed_chunks(tokens_BxT), cache=cache)
-    rows = model.encode_chunks(h_BxLxD.reshape(b, c, rcfg.slots_per_chunk, -1))
+    rows = model.build_memory(h_BxLxD.reshape(b, c, rcfg.slots_per_chunk, -1), tokens_BxT)
     return h_BxLxD, cache, rows
 
 
@@ -180,6 +180,7 @@ class Engine:
             )
         self.cfg, self.rcfg = cfg, rcfg
         self.segment_chunks, self.offload = segment_chunks, offload
+        self.landmark_dim = model.landmark_dim  # width of the retrieval keys the store holds
         self.graphdef, self.params = nnx.split(model)
         self.compute_dtype = to_dtype(cfg.dtype)
         bind = functools.partial
@@ -229,7 +230,7 @@ class Engine:
         store = ChunkStore.allocate(
             batch=batch,
             capacity=capacity,
-            dim=cfg.hidden_size,
+            dim=self.landmark_dim,
             slots=rcfg.memory_slots,
             kv_heads=cfg.num_heads,
             head_dim=cfg.head_dim,

@@ -78,6 +78,11 @@ class DRT(LanguageModel):
 
     # -- pieces, shared with the inference path ------------------------------------------------
 
+    @property
+    def landmark_dim(self) -> int:
+        """Width of a memory row's retrieval key (the inference store allocates it): D."""
+        return self.cfg.hidden_size
+
     def embed_chunks(self, tokens_BxT: jax.Array) -> jax.Array:
         """(B, T) raw tokens -> (B, C*P, D) float32 embeddings with landmarks inserted."""
         ids_BxCxP = insert_landmarks(
@@ -105,6 +110,14 @@ class DRT(LanguageModel):
             keep = (jnp.arange(slots) != p - 1).reshape(1, 1, slots, 1, 1)
             keys, values = jnp.where(keep, keys, 0), jnp.where(keep, values, 0)
         return ChunkMemory(landmarks=landmarks_BxExD, keys=keys, values=values)
+
+    def build_memory(self, h_low_BxCxPxD: jax.Array, tokens_BxT: jax.Array | None) -> ChunkMemory:
+        """The memory rows of C chunks from the lower output; DRT's read no token ids.
+
+        A hook for retrievers keyed on the chunks' tokens (``gca_jax.modeling.rpt``).
+        """
+        del tokens_BxT  # DRT's retrieval keys come from the encoder
+        return self.encode_chunks(h_low_BxCxPxD)
 
     def retrieve(
         self,
@@ -151,6 +164,7 @@ class DRT(LanguageModel):
             self.embed_chunks(tokens_BxT),
             gumbel_key=gumbel_key,
             retrieval_override=retrieval_override,
+            tokens_BxT=tokens_BxT,
         )
         return h_BxCxPxD[:, :, : self.cfg.retrieval.chunk_len].reshape(b, t, -1), stats
 
@@ -160,14 +174,18 @@ class DRT(LanguageModel):
         *,
         gumbel_key: jax.Array | None = None,
         retrieval_override: RetrievalOverride | None = None,
+        tokens_BxT: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Final-normed states (B, C, P, D), landmarks included, from embeddings (B, C*P, D)."""
+        """Final-normed states (B, C, P, D), landmarks included, from embeddings (B, C*P, D).
+
+        ``tokens_BxT``, the raw tokens of the embeddings, only reaches ``build_memory``.
+        """
         cfg = self.cfg
         b, seq, _ = h_BxLxD.shape
         p = cfg.retrieval.slots_per_chunk
         c = seq // p
         h_BxLxD = apply_stack(self.lower, h_BxLxD, remat=cfg.remat)
-        memory = self.encode_chunks(h_BxLxD.reshape(b, c, p, -1))
+        memory = self.build_memory(h_BxLxD.reshape(b, c, p, -1), tokens_BxT)
         chunk_ids_C = jnp.arange(c)
         stats = {}
         for g in range(cfg.retrieval.num_groups):
