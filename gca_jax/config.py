@@ -42,7 +42,8 @@ class ConfigError(ValueError):
 class RetrievalConfig:
     """``model.retrieval``: DRT's chunking, chunk encoder and retrieval (docs/spec.md §1.6-1.8)."""
 
-    model_types: ClassVar[tuple[str, ...]] = ("drt",)  # the model types that read this section
+    # the model types that read this section (RPT: DRT's layout with a fixed retriever)
+    model_types: ClassVar[tuple[str, ...]] = ("drt", "rpt")
 
     group_layers: tuple[int, ...] = (6,)  # upper layers per retrieval group; ret x2 = [3, 3]
     chunk_len: int = 63  # S raw tokens per chunk (a landmark token follows each chunk)
@@ -114,9 +115,55 @@ class LandmarkConfig:
         return self.block_len - 1
 
 
+RPTRetriever = Literal["bm25", "precomputed"]  # where RPT's fixed retrieval scores come from
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RPTConfig:
+    """``model.rpt``: the fixed retriever of the RPT-style baseline (docs/architecture.md).
+
+    Everything else (chunking, chunk encoder, GCA layers) is ``model.retrieval``'s, as in DRT.
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ("rpt",)  # the model types that read this section
+
+    retriever: RPTRetriever = "bm25"  # bm25 over token ids, or vectors_fn's chunk vectors
+    idf_path: str | None = None  # CORPUS/bm25_idf.npy (train.prepare --bm25-idf); null = uniform
+    k1: float = 1.2  # BM25 term-frequency saturation
+    b: float = 0.75  # BM25 document-length normalisation
+    buckets: int | None = None  # hashed term buckets; null = vocab_size (identity: exact BM25)
+    score_scale: float = 1.0  # GCA weights = softmax(score_scale * score) over the top K
+    vectors_fn: str | None = None  # retriever precomputed: "package.module:function"
+
+    def __post_init__(self):
+        _check(self, "model.rpt.k1", self.k1 >= 0, "must be >= 0")
+        _check(self, "model.rpt.b", 0.0 <= self.b <= 1.0, "must be in [0, 1]")
+        if self.buckets is not None:
+            _check(self, "model.rpt.buckets", self.buckets >= 1, "must be >= 1, or null")
+        _check(self, "model.rpt.score_scale", self.score_scale > 0, "must be > 0")
+        precomputed = self.retriever == "precomputed"
+        _check(
+            self,
+            "model.rpt.vectors_fn",
+            (self.vectors_fn is not None) == precomputed,
+            "must name 'package.module:function' exactly when model.rpt.retriever=precomputed",
+        )
+        if precomputed:
+            _check(
+                self,
+                "model.rpt.idf_path",
+                self.idf_path is None,
+                "is read only by model.rpt.retriever=bm25; remove it",
+            )
+
+
 # Family subsections of ModelConfig: field name -> section class. A new model family with fields
 # of its own adds its section class above and one field to ModelConfig.
-FAMILY_SECTIONS: dict[str, type] = {"retrieval": RetrievalConfig, "landmark": LandmarkConfig}
+FAMILY_SECTIONS: dict[str, type] = {
+    "retrieval": RetrievalConfig,
+    "landmark": LandmarkConfig,
+    "rpt": RPTConfig,
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,6 +189,7 @@ class ModelConfig:
     loss_block: int = 4096  # tokens per block of the chunked cross-entropy
     retrieval: RetrievalConfig | None = None  # DRT only; filled with defaults when absent
     landmark: LandmarkConfig | None = None  # Landmark Attention only; defaults when absent
+    rpt: RPTConfig | None = None  # RPT (fixed retriever) only; defaults when absent
 
     def __post_init__(self):
         for key in ("vocab_size", "hidden_size", "num_heads", "num_kv_heads", "mlp_hidden"):

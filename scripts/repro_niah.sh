@@ -23,7 +23,7 @@ data=(data.corpus_dir="$corpus/train" data.eval_corpus_dir="$corpus/validation")
 run=${RUN_ROOT:-/tmp/runs}/$name
 mkdir -p "$out/$name"
 offload=()  # chunk memory in host memory; the sliding-window baseline has none
-grep -q "model_type: drt" "$cfg" && offload=(--offload)
+grep -qE "model_type: (drt|rpt)" "$cfg" && offload=(--offload)
 limit() { if [ -n "${1:-}" ]; then echo "timeout --signal=TERM --kill-after=30 $1"; fi; }
 
 fresh=--fresh

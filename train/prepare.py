@@ -12,6 +12,7 @@ usable document; an unwritable --out; a full disk): one `error:` line, its trace
 
 import argparse
 import logging
+import os
 import sys
 
 from gca_jax import cli
@@ -46,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--recipe", choices=tuple(recipes.RECIPES), help="docs/data.md §3.4")
     what.add_argument("--fetch-packages", choices=tuple(recipes.RECIPES), metavar="RECIPE")
     what.add_argument("--fetch-tokenizer", choices=(gpt2.NAME,), help=f"cache in {gpt2.GPT2_DIR}")
+    what.add_argument(
+        "--bm25-idf",
+        metavar="CORPUS_DIR",
+        help="write CORPUS_DIR/bm25_idf.npy, its BM25 idf (model_type rpt; docs/data.md)",
+    )
+    p.add_argument("--chunk_len", "--chunk-len", type=int, help="--bm25-idf: the model's S")
+    p.add_argument("--buckets", type=int, help="--bm25-idf: term buckets (default: vocabulary)")
     for flag, dest, kw in _OPTIONS:
         p.add_argument(flag, dest=dest, **kw)
     p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors too")
@@ -84,11 +92,29 @@ def _report(args, made: dict) -> None:
         print(f"  {line}")
 
 
+def _bm25_idf(args, p) -> dict:
+    """--bm25-idf: writes the corpus' BM25 idf and prints the config line that reads it."""
+    if args.chunk_len is None:
+        p.error("--bm25-idf needs --chunk_len S (the model's model.retrieval.chunk_len)")
+    from gca_jax.data import bm25_idf
+
+    m = bm25_idf.compute_idf(args.bm25_idf, chunk_len=args.chunk_len, buckets=args.buckets)
+    path = os.path.join(args.bm25_idf, "bm25_idf.npy")
+    print(
+        f"{path}: idf of {m['num_chunks']} chunks of {m['chunk_len']} tokens over "
+        f"{m['buckets']} buckets ({m['hash']} hash), mean chunk length {m['avg_len']:.2f}"
+    )
+    print(f"config line: model.rpt.idf_path={path}")
+    return {}
+
+
 def _run(args, p, progress) -> dict:
     """Do what the arguments ask; returns {output directory: manifest}."""
     if args.fetch_tokenizer:
         print(gpt2.fetch(args.out or gpt2.GPT2_DIR))
         return {}
+    if args.bm25_idf:
+        return _bm25_idf(args, p)
     if args.fetch_packages:
         root = args.out or recipes.DEBIAN_ROOT
         done = recipes.fetch_packages(args.fetch_packages, root)

@@ -16,11 +16,13 @@ from gca_jax.config import Config, ConfigError, ModelConfig
 from gca_jax.modeling.drt import DRT
 from gca_jax.modeling.interface import LanguageModel
 from gca_jax.modeling.landmark import LandmarkLM
+from gca_jax.modeling.rpt import RPT
 from gca_jax.modeling.swa_lm import SlidingWindowLM
 
 MODELS: dict[str, type[LanguageModel]] = {
     "drt": DRT,
     "landmark": LandmarkLM,
+    "rpt": RPT,  # RPT-style, fixed BM25 retriever
     "swa_lm": SlidingWindowLM,
 }
 
