@@ -95,6 +95,7 @@ class LandmarkConfig:
     # unambiguous.
     block_len: int = 64  # P positions per block: P - 1 raw tokens, then the landmark token
     eval_top_k: int = 4  # blocks retrieved per head and query at long-context evaluation
+    eval_window: int = 512  # positions per inference window (a multiple of block_len)
     decoder_rope_theta: float = 10000.0  # RoPE base of every decoder layer's attention
 
     def __post_init__(self):
@@ -105,6 +106,12 @@ class LandmarkConfig:
             "must be >= 2 (at least one raw token before each landmark)",
         )
         _check(self, "model.landmark.eval_top_k", self.eval_top_k >= 1, "must be >= 1")
+        _check(
+            self,
+            "model.landmark.eval_window",
+            self.eval_window >= self.block_len and self.eval_window % self.block_len == 0,
+            f"must be a positive multiple of model.landmark.block_len={self.block_len}",
+        )
         _check(
             self, "model.landmark.decoder_rope_theta", self.decoder_rope_theta > 0, "must be > 0"
         )

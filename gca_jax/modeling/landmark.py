@@ -11,6 +11,10 @@ states at landmark slots never reach the head, so the loss covers raw tokens onl
 Worked layout, P = 4 (S = 3 raw tokens per block): raw [a b c d e] is padded to [a b c d e _],
 inserted as [a b c L | d e _ L] (positions 0..7, RoPE angles by these positions); the states of
 slots 3 and 7 and of the padded raw slot are dropped, so (B, 5, D) comes back.
+
+Long-context inference (``gca_jax.inference.landmark_engine``) calls the same layers with a
+``BlockMemory`` cache and a ``WindowStep``: windows of ``landmark.eval_window`` positions attend
+to their own blocks and to the top-k retrieved memory blocks (``gca_jax.modeling.landmark_window``).
 """
 
 import jax
@@ -21,7 +25,21 @@ from gca_jax import sharding
 from gca_jax.config import ModelConfig
 from gca_jax.modeling import flops
 from gca_jax.modeling.chunking import insert_landmarks
-from gca_jax.modeling.interface import SCORE, LanguageModel, final_norm, token_embedding
+from gca_jax.modeling.interface import (
+    DECODE,
+    PREFILL,
+    SCORE,
+    LanguageModel,
+    final_norm,
+    token_embedding,
+)
+from gca_jax.modeling.landmark_window import (
+    BlockMemory,
+    BlockSelection,
+    WindowStep,
+    select_in_blocks,
+    windowed_attention,
+)
 from gca_jax.modeling.layers import Dense, RMSNorm, SwiGLU, apply_rope, to_dtype
 from gca_jax.modeling.stack import apply_stack, make_stack
 
@@ -44,14 +62,42 @@ class LandmarkSelfAttention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
         self.block_len = cfg.landmark.block_len
         self.theta = cfg.landmark.decoder_rope_theta
+        self.top_k = cfg.landmark.eval_top_k
         self.backend = cfg.kernel_backend
 
-    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
-        """(B, L, D) normed inputs on the inserted layout (L = C * P) -> (B, L, D)."""
+    def _queries(self, x_BxLxD: jax.Array) -> jax.Array:
         b, seq, _ = x_BxLxD.shape
-        q = self.q_proj(x_BxLxD).reshape(b, seq, self.num_heads, self.head_dim)
+        return self.q_proj(x_BxLxD).reshape(b, seq, self.num_heads, self.head_dim)
+
+    def select(self, x_BxQxD: jax.Array, landmarks_BxExHkvxd, step: WindowStep) -> BlockSelection:
+        """The memory blocks the Q new positions attend to (``landmark_window.select_blocks``)."""
+        return select_in_blocks(
+            self._queries(x_BxQxD),
+            landmarks_BxExHkvxd,
+            step,
+            top_k=self.top_k,
+            block_len=self.block_len,
+            theta=self.theta,
+        )
+
+    def __call__(
+        self, x_BxLxD: jax.Array, cache: BlockMemory | None = None, step: WindowStep | None = None
+    ):
+        """(B, L, D) normed inputs on the inserted layout -> (B, L, D).
+
+        Without ``cache``: the whole sequence (L = C * P) through the grouped-softmax kernel.
+        With a ``BlockMemory`` and a ``WindowStep``: L new positions of the current window
+        against it; returns (output, (window keys, window values)) with them written.
+        """
+        b, seq, _ = x_BxLxD.shape
+        q = self._queries(x_BxLxD)
         k = self.k_proj(x_BxLxD).reshape(b, seq, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x_BxLxD).reshape(b, seq, self.num_kv_heads, self.head_dim)
+        if cache is not None:
+            o_BxLxHxd, window = windowed_attention(
+                q, k, v, cache, step, top_k=self.top_k, block_len=self.block_len, theta=self.theta
+            )
+            return self.o_proj(o_BxLxHxd.astype(q.dtype).reshape(b, seq, -1)), window
         o_BxLxHxd = sharding.landmark_attention(  # shard_map'd kernel
             apply_rope(q, self.theta),
             apply_rope(k, self.theta),
@@ -75,16 +121,32 @@ class LandmarkDecoderLayer(nnx.Module):
             dim, cfg.mlp_hidden, std=cfg.init_std, dtype=cdt, param_dtype=pdt, rngs=rngs
         )
 
-    def __call__(self, h_BxLxD: jax.Array) -> jax.Array:
-        """(B, L, D) float32 residual stream in and out."""
-        h_BxLxD = h_BxLxD + self.attn(self.input_norm(h_BxLxD)).astype(jnp.float32)
-        return h_BxLxD + self.mlp(self.post_norm(h_BxLxD)).astype(jnp.float32)
+    def __call__(
+        self, h_BxLxD: jax.Array, cache: BlockMemory | None = None, step: WindowStep | None = None
+    ):
+        """(B, L, D) float32 residual stream in and out; with a cache, also the window K/V."""
+        if cache is None:
+            h_BxLxD = h_BxLxD + self.attn(self.input_norm(h_BxLxD)).astype(jnp.float32)
+            return h_BxLxD + self.mlp(self.post_norm(h_BxLxD)).astype(jnp.float32)
+        a_BxLxD, window = self.attn(self.input_norm(h_BxLxD), cache, step)
+        h_BxLxD = h_BxLxD + a_BxLxD.astype(jnp.float32)
+        return h_BxLxD + self.mlp(self.post_norm(h_BxLxD)).astype(jnp.float32), window
+
+    def select(self, h_BxQxD: jax.Array, landmarks_BxExHkvxd, step: WindowStep) -> BlockSelection:
+        """The memory blocks this layer's attention will read for the Q new positions."""
+        return self.attn.select(self.input_norm(h_BxQxD), landmarks_BxExHkvxd, step)
 
 
 class LandmarkLM(LanguageModel):
-    """Decoder-only LM with Landmark Attention (``model.landmark``), scoring only for now."""
+    """Decoder-only LM with Landmark Attention (``model.landmark``).
 
-    capabilities = frozenset({SCORE})
+    Training and full-sequence scoring run the grouped softmax over the whole causal past;
+    long-context prefill and decoding (windows plus top-k retrieved blocks) run in
+    ``gca_jax.inference.landmark_engine`` on the same layers.
+    """
+
+    capabilities = frozenset({SCORE, PREFILL, DECODE})
+    engine = "gca_jax.inference.landmark_engine:LandmarkEngine"
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         if cfg.landmark is None:
@@ -117,6 +179,25 @@ class LandmarkLM(LanguageModel):
         h_BxLxD = apply_stack(self.layers, h_BxLxD, remat=self.cfg.remat)
         h_BxCxSxD = h_BxLxD.reshape(b, seq // p, p, dim)[:, :, : p - 1]
         return self.final_norm(h_BxCxSxD.reshape(b, -1, dim)[:, :num_tokens])
+
+    def layer(self, index) -> LandmarkDecoderLayer:
+        """Layer ``index`` (an int or a traced int32) of the stack, as a module."""
+        graphdef, state = nnx.split(self.layers)
+        return nnx.merge(
+            graphdef,
+            jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, index, 0, False), state),
+        )
+
+    def run_window(
+        self, h_BxQxD: jax.Array, memory: BlockMemory, step: WindowStep
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """Q new positions' embeddings through every layer against stacked per-layer memory.
+
+        ``memory`` leaves carry a leading layer axis; returns the final-normed states (B, Q, D)
+        and the updated window keys/values, each (layers, B, W, Hkv, d).
+        """
+        h_BxQxD, window = apply_stack(self.layers, h_BxQxD, cache=memory, step=step)
+        return self.final_norm(h_BxQxD), window
 
     def hidden_states(
         self, tokens_BxT: jax.Array, *, gumbel_key: jax.Array | None = None

@@ -164,14 +164,22 @@ def alibi_slopes(num_heads: int) -> jax.Array:
 
 def apply_rope(x_xPxHxd: jax.Array, theta: float) -> jax.Array:
     """Rotary embedding over axis -3 (positions 0..P-1), rotate-half pairs (docs/spec.md §1.6)."""
-    p, d = x_xPxHxd.shape[-3], x_xPxHxd.shape[-1]
+    pos_Px1 = jnp.arange(x_xPxHxd.shape[-3], dtype=jnp.float32)[:, None]
+    return rope_at(x_xPxHxd, pos_Px1, theta)
+
+
+def rope_at(x_xd: jax.Array, pos: jax.Array, theta: float) -> jax.Array:
+    """Rotary embedding of ``x_xd`` (..., d) at positions ``pos`` (broadcastable to x's (...)).
+
+    Positions may be any (also negative) numbers: RoPE logits depend only on differences.
+    """
+    d = x_xd.shape[-1]
     inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
-    angles_Pxd2 = jnp.arange(p, dtype=jnp.float32)[:, None] * inv_freq[None, :]
-    angles_Pxd = jnp.concatenate([angles_Pxd2, angles_Pxd2], axis=-1)
-    lead = (1,) * (x_xPxHxd.ndim - 3)
-    cos_Px1xd = jnp.cos(angles_Pxd).reshape(lead + (p, 1, d))
-    sin_Px1xd = jnp.sin(angles_Pxd).reshape(lead + (p, 1, d))
-    x32 = x_xPxHxd.astype(jnp.float32)
+    pos = jnp.asarray(pos, jnp.float32)
+    pos = pos.reshape((1,) * (x_xd.ndim - 1 - pos.ndim) + pos.shape + (1,))  # rank of x
+    angles_xd2 = pos * inv_freq.reshape((1,) * (x_xd.ndim - 1) + (-1,))
+    angles_xd = jnp.concatenate([angles_xd2, angles_xd2], axis=-1)
+    x32 = x_xd.astype(jnp.float32)
     x1, x2 = x32[..., : d // 2], x32[..., d // 2 :]
     rotated = jnp.concatenate([-x2, x1], axis=-1)
-    return (x32 * cos_Px1xd + rotated * sin_Px1xd).astype(x_xPxHxd.dtype)
+    return (x32 * jnp.cos(angles_xd) + rotated * jnp.sin(angles_xd)).astype(x_xd.dtype)

@@ -38,7 +38,7 @@ def test_registered_types_and_their_capabilities():
     assert {name: MODELS[name] for name in builtin} == builtin
     assert DRT.capabilities == {SCORE, PREFILL, DECODE, RETRIEVAL}
     assert SlidingWindowLM.capabilities == {SCORE, PREFILL, DECODE}
-    assert LandmarkLM.capabilities == {SCORE}
+    assert LandmarkLM.capabilities == {SCORE, PREFILL, DECODE}
     assert model_class("drt") is DRT
 
 
