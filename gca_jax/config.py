@@ -32,6 +32,7 @@ from kernels import BackendOrAuto
 RematPolicy = Literal["none", "full", "dots"]  # per-layer rematerialisation (modeling/stack.py)
 ComputeDtype = Literal["bfloat16", "float32"]
 NiahTask = Literal["single", "multi", "multihop"]
+DataTask = Literal["lm", "summarization"]  # what the training batches are (docs/data.md §6)
 
 
 class ConfigError(ValueError):
@@ -287,9 +288,28 @@ class DataConfig:
     answer_weight: float = 1.0  # loss weight of NIAH answer tokens (1 = plain LM loss)
     num_workers: int = 0  # grain worker processes (0 = in-process)
     seed: int = 404  # data order and task sampling
+    task: DataTask = "lm"  # "lm": corpus windows; "summarization": formatted pairs
+    summary_dir: str | None = None  # pairs directory, <dir>/<split>.jsonl (--recipe synopsis)
+    max_summary_len: int = 128  # summaries are cut to their last this many ids (+ EOT)
 
     def __post_init__(self):
         _check(self, "data.seq_len", self.seq_len >= 1, "must be >= 1")
+        _check(self, "data.max_summary_len", self.max_summary_len >= 1, "must be >= 1")
+        if self.task == "summarization":
+            _check(
+                self,
+                "data.summary_dir",
+                self.summary_dir is not None,
+                "must be set for data.task=summarization: a directory of (document, summary) "
+                "pairs, e.g. from `python -m train.prepare --recipe synopsis data/debian --out "
+                "data/synopsis`",
+            )
+            _check(
+                self,
+                "data.niah_fraction",
+                self.niah_fraction == 0,
+                "must be 0 for data.task=summarization (NIAH tasks are built into LM windows)",
+            )
         _check(self, "data.batch_size", self.batch_size >= 1, "must be >= 1")
         _check(self, "data.niah_fraction", 0.0 <= self.niah_fraction <= 1.0, "must be in [0, 1]")
         if self.niah_chunk_len is not None:
@@ -405,6 +425,16 @@ class Config:
                 self.eval.passkey_len % c == 0 and self.eval.passkey_len % s == 0,
                 f"must be a multiple of the NIAH chunk length {c} and the model's {s}",
             )
+        if self.data.task == "summarization":
+            c, need = self.summary_chunk_len, self.data.max_summary_len + self.summary_chunk_len + 2
+            _check(
+                self,
+                "data.seq_len",
+                self.data.seq_len >= need,
+                f"must be >= data.max_summary_len + c + 2 = {need} for data.task=summarization: "
+                f"room for the summary, its EOT and a prompt of at least one chunk ({c=}) plus "
+                "the ':' of the cue; raise data.seq_len or lower data.max_summary_len",
+            )
         _check(
             self,
             "data.batch_size",
@@ -418,6 +448,16 @@ class Config:
         if self.data.niah_chunk_len is not None:
             return self.data.niah_chunk_len
         return self.model.retrieval.chunk_len if self.model.retrieval is not None else None
+
+    @property
+    def summary_chunk_len(self) -> int:
+        """The chunk c of the summarization format (prompts are k * c + 1 ids, docs/data.md §6.2).
+
+        The model's S when it has chunks (so generation feeds whole chunks), else
+        ``data.niah_chunk_len``, else 64.
+        """
+        s = self.model.token_multiple
+        return s if s > 1 else (self.data.niah_chunk_len or 64)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), as written next to checkpoints."""

@@ -2,7 +2,8 @@
 
 Also: `--fetch-tokenizer gpt2` caches the GPT-2 tokenizer in data/gpt2; `--fetch-packages RECIPE`
 downloads and unpacks a recipe's Debian packages (into `--out`, default data/debian); `--recipe
-RECIPE [ROOT] --out DIR` prepares DIR/{train,validation,test} from them (GPT-2 tokens by default).
+RECIPE [ROOT] --out DIR` prepares DIR/{train,validation,test} from them (GPT-2 tokens by default;
+`--recipe synopsis` writes DIR/{train,validation,test}.jsonl summarization pairs instead).
 A thin CLI over `gca_jax.data` (deterministic, so it takes no --seed); see docs/data.md for every
 source and recipe. The summary ends with the config lines a model trained on the corpus needs.
 Exit status 2 means an expected error (bad inputs, reported before any work; inputs with no
@@ -133,6 +134,13 @@ def _run(args, p, progress) -> dict:
     if extra or len(args.inputs) > 1:
         p.error(f"--recipe takes at most one ROOT and no {extra or 'more inputs'}")
     root = args.inputs[0] if args.inputs else recipes.DEBIAN_ROOT
+    if args.recipe in recipes.PAIR_RECIPES:
+        if args.tokenizer:
+            p.error(f"--recipe {args.recipe} writes text pairs and takes no --tokenizer")
+        from gca_jax.data import synopsis
+
+        print(synopsis.summary_line(args.out, synopsis.prepare_pairs(root, args.out)))
+        return {}
     tok = args.tokenizer or recipes.DEFAULT_TOKENIZER
     made = recipes.prepare_recipe(
         args.recipe, root, args.out, tokenizer=tok, num_workers=args.num_workers, progress=progress

@@ -55,8 +55,14 @@ RECIPES = types.MappingProxyType(
             Part("linuxdoc", "linux-doc", linuxdoc.PATTERN, versioned="linux-doc-"),
             Part("pythondoc", "python3-doc", pythondoc.PATTERN, versioned="python3."),
         ),
+        # Document -> summary pairs, not a token corpus: `gca_jax.data.synopsis` (§6.1).
+        "synopsis": (
+            Part("perldoc", "perl-doc", perldoc.PATTERN),
+            Part("pythondoc", "python3-doc", pythondoc.PATTERN, versioned="python3."),
+        ),
     }
 )
+PAIR_RECIPES = ("synopsis",)  # written as jsonl pairs by gca_jax.data.synopsis.prepare_pairs
 
 
 def get_recipe(name: str) -> tuple[Part, ...]:
@@ -175,6 +181,8 @@ def prepare_recipe(
         ValueError: see `plan_recipe`, and `prepare.prepare_tasks`.
     """
     root = os.fspath(root)
+    if name in PAIR_RECIPES:
+        raise ValueError(f"recipe {name=} makes summarization pairs: use synopsis.prepare_pairs")
     plans = {split: plan_recipe(name, root, split) for split in splits.SPLITS}  # Check all first.
     out = {}
     for split, plan in plans.items():

@@ -26,7 +26,11 @@ import numpy as np
 
 CUE_PIECES = ("|Summary", ":")
 # Column names of the Hugging Face parquet releases.
-FIELDS = {"xsum": ("document", "summary"), "cnn_dailymail": ("article", "highlights")}
+FIELDS = {
+    "xsum": ("document", "summary"),
+    "cnn_dailymail": ("article", "highlights"),
+    "synopsis": ("document", "summary"),  # train.prepare --recipe synopsis (docs/data.md §6.1)
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,14 +116,37 @@ def format_example(document_ids, summary_ids, fmt: SummarizationFormat) -> dict:
     return {"tokens": tokens, "loss_mask": loss_mask, "prompt_len": int(prompt_len)}
 
 
-def generation_prompt(document_ids, fmt: SummarizationFormat) -> tuple[np.ndarray, int]:
+def generation_prompt(
+    document_ids, fmt: SummarizationFormat, *, max_prompt_len: int | None = None
+) -> tuple[np.ndarray, int]:
     """Generation prompt (docs/spec.md §8): left-padded k*c ids, and the held-out ":" to force.
 
+    Args:
+        document_ids: int ids of the document.
+        fmt: the format.
+        max_prompt_len: when given, the document is cut (its beginning kept, the cue kept) so
+            that the padded prompt plus ":" has at most this many ids, as `format_example` cuts a
+            training document; None = no truncation, as in the original.
+
     Returns:
-        `(prompt int32 (k * c,), first_token_id)`; no truncation, as in the original.
+        `(prompt int32 (k * c,), first_token_id)`.
+
+    Raises:
+        ValueError: a `max_prompt_len` with no room for one chunk holding the cue.
     """
-    prompt = np.concatenate([np.asarray(document_ids, np.int32), fmt.cue])
-    padded = _left_pad(prompt, _aligned(prompt.shape[0], fmt.chunk_size), fmt.pad_id)
+    doc = np.asarray(document_ids, np.int32)
+    length = _aligned(doc.shape[0] + fmt.cue.shape[0], fmt.chunk_size)
+    if max_prompt_len is not None:
+        room = (max_prompt_len - 1) // fmt.chunk_size * fmt.chunk_size + 1
+        if room < fmt.cue.shape[0] + 1:
+            raise ValueError(
+                f"{max_prompt_len=} leaves no room for a k * {fmt.chunk_size} + 1 prompt holding "
+                f"the {fmt.cue.shape[0]}-id cue"
+            )
+        if length > room:  # Cut like format_example: the prompt fills all k * c + 1 ids.
+            doc, length = doc[: room - fmt.cue.shape[0]], room
+    prompt = np.concatenate([doc, fmt.cue])
+    padded = _left_pad(prompt, length, fmt.pad_id)
     return padded[:-1], int(padded[-1])
 
 
@@ -182,3 +209,145 @@ def make_summarization_dataset(pairs, tokenizer, fmt, *, seed: int | None = None
     """A grain MapDataset of formatted examples, shuffled with `seed` when given."""
     ds = grain.MapDataset.source(SummarizationSource(pairs, tokenizer, fmt))
     return ds if seed is None else ds.shuffle(seed=seed)
+
+
+def split_files(pairs_dir: str | os.PathLike, split: str) -> list[str]:
+    """The files of `split` in a pairs directory.
+
+    `<split>.jsonl`, else `<split>.parquet` or the Hugging Face shards `<split>-*.parquet`.
+
+    Raises:
+        ValueError: no such file.
+    """
+    import glob
+
+    pairs_dir = os.fspath(pairs_dir)
+    if not os.path.isdir(pairs_dir):
+        raise ValueError(
+            f"summarization pairs {pairs_dir=} is not a directory; make one with "
+            "`python -m train.prepare --recipe synopsis data/debian --out data/synopsis`"
+        )
+    for pattern in (f"{split}.jsonl", f"{split}.parquet", f"{split}-*.parquet"):
+        found = sorted(glob.glob(os.path.join(glob.escape(pairs_dir), pattern)))
+        if found:
+            return found
+    raise ValueError(
+        f"summarization pairs {pairs_dir=} has no {split}.jsonl, {split}.parquet or "
+        f"{split}-*.parquet"
+    )
+
+
+def read_split(pairs_dir: str | os.PathLike, split: str) -> list[tuple[str, str]]:
+    """(document, summary) pairs of one split of a pairs directory (`split_files`).
+
+    jsonl files hold `document`/`summary` (the synopsis recipe, XSum); parquet files XSum's
+    `document`/`summary` or CNN/DailyMail's `article`/`highlights` columns.
+
+    Raises:
+        ValueError: a missing split, or files with neither pair of fields.
+    """
+    pairs = []
+    for path in split_files(pairs_dir, split):
+        fields = FIELDS["xsum"]
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            if "article" in pq.read_schema(path).names:
+                fields = FIELDS["cnn_dailymail"]
+        pairs += read_pairs(path, fields=fields)
+    if not pairs:
+        raise ValueError(f"summarization pairs {os.fspath(pairs_dir)!r}: split {split!r} is empty")
+    return pairs
+
+
+def _encode_all(tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Ids of every text, in one batched call when the tokenizer has one."""
+    if hasattr(tokenizer, "encode_batch"):
+        return tokenizer.encode_batch(texts)
+    return [np.asarray(tokenizer.encode(t), np.int32) for t in texts]
+
+
+# A GPT-2 token covers far fewer characters than this on real text: documents are cut here before
+# tokenization, which bounds the work without changing the first max_len ids.
+_CHARS_PER_TOKEN_BOUND = 16
+
+
+class EncodedPairs:
+    """The pairs' ids, tokenized once (documents cut as `_CHARS_PER_TOKEN_BOUND` says)."""
+
+    def __init__(self, pairs, tokenizer, max_len: int):
+        cut = max_len * _CHARS_PER_TOKEN_BOUND
+        self.documents = _encode_all(tokenizer, [d[:cut] for d, _ in pairs])
+        self.summaries = _encode_all(tokenizer, [s for _, s in pairs])
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+
+class _TrainSource:
+    """Infinite random-access training examples; sample i depends only on (seed, i).
+
+    Epoch e is a permutation of the pairs seeded by (seed, e).
+    """
+
+    def __init__(self, encoded: EncodedPairs, fmt: SummarizationFormat, seed: int):
+        self.encoded, self.fmt, self.seed = encoded, fmt, seed
+
+    def __len__(self) -> int:
+        from gca_jax.data.pipeline import _NUM_TRAIN_SAMPLES
+
+        return _NUM_TRAIN_SAMPLES
+
+    def pair_index(self, index: int) -> int:
+        """Which pair sample `index` is."""
+        epoch, pos = divmod(index, len(self.encoded))
+        return int(np.random.default_rng((self.seed, epoch)).permutation(len(self.encoded))[pos])
+
+    def __getitem__(self, index: int) -> dict:
+        i = self.pair_index(index)
+        enc = self.encoded
+        out = format_example(enc.documents[i], enc.summaries[i], self.fmt)
+        start = out["prompt_len"]
+        answer_mask = np.zeros(out["loss_mask"].shape, bool)
+        answer_mask[start:] = out["loss_mask"][start:]  # The summary and its EOT.
+        return {"tokens": out["tokens"], "loss_mask": out["loss_mask"], "answer_mask": answer_mask}
+
+
+def make_summarization_train_dataset(
+    pairs,
+    tokenizer,
+    fmt: SummarizationFormat,
+    *,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_workers: int = 0,
+    num_threads: int = 2,
+) -> grain.IterDataset:
+    """Infinite, deterministic, checkpointable batches of formatted training examples.
+
+    Sample i is pair `permutation(seed, i // N)[i % N]` (N pairs: every epoch shows each pair
+    once), formatted by `format_example`; process p of n takes samples p, p + n, ... like
+    `pipeline.make_train_dataset`, and the iterator state is the next sample index.
+
+    Returns:
+        A `grain.IterDataset` of `{"tokens": int32 (B, T), "loss_mask": bool (B, T),
+        "answer_mask": bool (B, T)}`, `answer_mask` marking the summary and its EOT.
+
+    Raises:
+        ValueError: no pairs, bad sizes or process layout.
+    """
+    from gca_jax.data.pipeline import batched_stream
+
+    if len(pairs) == 0:
+        raise ValueError("summarization training needs at least one (document, summary) pair")
+    source = _TrainSource(EncodedPairs(pairs, tokenizer, fmt.max_len), fmt, seed)
+    return batched_stream(
+        source,
+        batch_size=batch_size,
+        process_index=process_index,
+        process_count=process_count,
+        num_workers=num_workers,
+        num_threads=num_threads,
+    )

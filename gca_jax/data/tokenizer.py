@@ -121,6 +121,17 @@ class ByteTokenizer:
         arr = np.asarray(ids, dtype=np.int64).reshape(-1)
         return arr[arr < 256].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
+    def token_strings(self, ids) -> list[str]:
+        """One visible string per byte id: printable ASCII as itself, else "<0xNN>".
+
+        Special ids are dropped. The pieces the token-level ROUGE joins (`gca_jax.inference.rouge`).
+        """
+        return [
+            chr(i) if 33 <= i < 127 else f"<0x{i:02X}>"
+            for i in (int(x) for x in np.asarray(ids).reshape(-1))
+            if 0 <= i < 256
+        ]
+
 
 class HFTokenizer:
     """A Hugging Face `tokenizers` file (GPT-2 byte-level BPE or one trained with `train_bpe`).
@@ -205,6 +216,17 @@ class HFTokenizer:
             if 0 <= i < self._base_size and int(i) not in self._special_ids
         ]
         return self._hf.decode(keep, skip_special_tokens=False)
+
+    def token_strings(self, ids) -> list[str]:
+        """The vocabulary strings of `ids`: GPT-2's byte-level pieces, e.g. "Ġthe" for " the".
+
+        Special ids are dropped. The pieces the token-level ROUGE joins (`gca_jax.inference.rouge`).
+        """
+        return [
+            self._hf.id_to_token(i)
+            for i in (int(x) for x in np.asarray(ids).reshape(-1))
+            if 0 <= i < self._base_size and i not in self._special_ids
+        ]
 
 
 def load_tokenizer(spec: str | os.PathLike) -> ByteTokenizer | HFTokenizer:

@@ -26,7 +26,9 @@ def resolve_corpora(cfg: Config, work_dir: str) -> tuple[str, str | None]:
     from gca_jax.data import check_tokenizer_matches, load_tokenizer, prepare_builtin_corpus
 
     train_dir, eval_dir = cfg.data.corpus_dir, cfg.data.eval_corpus_dir
-    if train_dir is None:
+    if cfg.data.task == "summarization":  # Trains on data.summary_dir's pairs, no corpus.
+        train_dir = None
+    elif train_dir is None:
         root = os.path.join(work_dir, "builtin_corpus")
         train_dir = os.path.join(root, "train")
         prepare_builtin_corpus(train_dir, cfg.data.tokenizer, split="train")
@@ -53,7 +55,7 @@ def local_batch_size(global_batch: int) -> int:
 
 
 def _niah_inputs(batch: dict, answer_weight: float) -> dict:
-    """Model inputs of a NIAH mix batch.
+    """Model inputs of a NIAH mix (or summarization) batch.
 
     Tokens outside ``loss_mask`` become -1: padding the model neither predicts nor reads. With
     ``answer_weight != 1`` a ``weights`` entry weighs the answer tokens' predictions by it (and
@@ -65,12 +67,30 @@ def _niah_inputs(batch: dict, answer_weight: float) -> dict:
     return out
 
 
-def train_iterator(cfg: Config, corpus_dir: str):
+def summarization_format(cfg: Config, tokenizer):
+    """The summarization format of a run (docs/data.md §6.2).
+
+    T = ``data.seq_len``, ``data.max_summary_len``, c = ``cfg.summary_chunk_len``.
+    """
+    from gca_jax.data.summarization import SummarizationFormat
+
+    return SummarizationFormat.from_tokenizer(
+        tokenizer,
+        max_len=cfg.data.seq_len,
+        max_sum_len=cfg.data.max_summary_len,
+        chunk_size=cfg.summary_chunk_len,
+    )
+
+
+def train_iterator(cfg: Config, corpus_dir: str | None):
     """Checkpointable grain iterator of this process's ``{"tokens": int32 (B_local, T)}``.
 
     With ``data.niah_fraction > 0`` that fraction of samples are NIAH tasks of
     ``data.niah_task`` built into the training windows (docs/spec.md §6.6); their pad tail is
-    masked, and ``data.answer_weight`` weighs their answer tokens in the loss.
+    masked, and ``data.answer_weight`` weighs their answer tokens in the loss. With
+    ``data.task: summarization`` the samples are the formatted train pairs of
+    ``data.summary_dir`` (docs/data.md §6.2): pads masked the same way, and
+    ``data.answer_weight`` weighs the summary tokens.
     """
     from gca_jax.data import load_tokenizer, make_niah_mix_dataset, make_train_dataset
 
@@ -83,7 +103,18 @@ def train_iterator(cfg: Config, corpus_dir: str):
         process_count=jax.process_count(),
         num_workers=d.num_workers,
     )
-    if d.niah_fraction > 0:
+    if d.task == "summarization":
+        from gca_jax.data import summarization
+
+        tok = load_tokenizer(d.tokenizer)
+        del common["seq_len"]
+        ds = summarization.make_summarization_train_dataset(
+            summarization.read_split(d.summary_dir, "train"),
+            tok,
+            summarization_format(cfg, tok),
+            **common,
+        ).map(functools.partial(_niah_inputs, answer_weight=d.answer_weight))
+    elif d.niah_fraction > 0:
         ds = make_niah_mix_dataset(
             corpus_dir,
             load_tokenizer(d.tokenizer),

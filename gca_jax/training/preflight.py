@@ -3,7 +3,8 @@
 Each raises ``ValueError`` (or ``FileNotFoundError``) with a one-line message naming the flag or
 key, the value and the fix: the config file (present, a file, non-empty, valid YAML), the
 tokenizer against the model (vocabulary size and special ids), every prepared corpus (complete,
-made with this tokenizer) and ``--init_from`` (a checkpoint is there).
+made with this tokenizer), the summarization pairs (``data.task: summarization``) and
+``--init_from`` (a checkpoint is there).
 """
 
 import os
@@ -93,6 +94,29 @@ def check_corpora(cfg: Config) -> None:
             raise ValueError(f"data.{key}={corpus!r}: unreadable ({e.strerror})") from e
 
 
+def check_pairs(cfg: Config) -> None:
+    """``data.summary_dir`` (``data.task: summarization``) must hold a usable train split.
+
+    The split must be readable (``summarization.read_split``) and the format must fit the
+    tokenizer's cue (``SummarizationFormat``).
+
+    Raises:
+      ValueError: a missing directory or split, files without the pair fields, or a format
+        with no room for the tokenizer's cue.
+    """
+    if cfg.data.task != "summarization":
+        return
+    from gca_jax.data import load_tokenizer, summarization
+    from gca_jax.training.inputs import summarization_format
+
+    key = f"data.summary_dir={cfg.data.summary_dir!r}"
+    try:
+        summarization.split_files(cfg.data.summary_dir, "train")
+        summarization_format(cfg, load_tokenizer(cfg.data.tokenizer))
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from e
+
+
 def check_init_from(path: str | None) -> None:
     """``--init_from`` must hold a checkpoint (FileNotFoundError naming the flag)."""
     if path is not None:
@@ -105,4 +129,5 @@ def check_run(cfg: Config, init_from: str | None) -> None:
     """Every check of a run's inputs that needs no output directory (see the module doc)."""
     check_tokenizer(cfg)
     check_corpora(cfg)
+    check_pairs(cfg)
     check_init_from(init_from)

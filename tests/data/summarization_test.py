@@ -103,3 +103,193 @@ def test_format_invariants(doc_len, sum_len, chunk_size, extra):
 
 def _aligned_len(n, c):
     return -(-n // c) * c + 1
+
+
+# -- the synopsis pairs recipe (gca_jax.data.synopsis) ----------------------------------------
+
+PY_PAGE = """:mod:`abc` --- Abstract Base Classes
+====================================
+
+.. module:: abc
+   :synopsis: Abstract base classes according to :pep:`3119`,
+              with :class:`~collections.abc.Sized` and ``len``.
+
+.. moduleauthor:: Someone
+
+Body of the abc page.
+
+.. module:: abc.extra
+   :synopsis: A second module of the page.
+
+More text.
+"""
+
+POD = """=encoding utf8
+
+=head1 NAME
+X<function>
+
+perlfoo - tutorial on C<pack> and B<unpack>
+
+=head1 DESCRIPTION
+
+The foo manual.
+"""
+
+
+def _pairs_root(tmp_path):
+    """A perl-doc and a python3.11-doc tree: 30 manuals, 30 pages (every third without)."""
+    from gca_jax.data.sources import perldoc, pythondoc  # noqa: F401 (layouts)
+
+    pod = tmp_path / "usr/share/perl/5.36.0/pod"
+    src = tmp_path / "usr/share/doc/python3.11/html/_sources/library"
+    pod.mkdir(parents=True)
+    src.mkdir(parents=True)
+    for i in range(30):
+        text = POD.replace("perlfoo", f"perl{i}").replace("foo manual", f"manual {i}")
+        (pod / f"perl{i}.pod").write_text(text if i % 10 else "=head1 DESCRIPTION\n\nNo name.\n")
+        page = PY_PAGE.replace("abc page", f"page {i}")
+        (src / f"m{i}.rst.txt").write_text(page if i % 3 else f"Page {i} without a synopsis.\n")
+    (pod / "perldup.pod").write_text((pod / "perl1.pod").read_text())  # A duplicate document.
+    return tmp_path
+
+
+def test_pair_extraction_cleans_markup():
+    from gca_jax.data import synopsis
+
+    document, summary = synopsis.python_pair(PY_PAGE)
+    assert summary == "Abstract base classes according to PEP 3119, with Sized and len."
+    assert ":synopsis:" not in document and "with :class:" not in document
+    assert "Body of the abc page." in document and ".. module:: abc.extra" in document
+    document, summary = synopsis.perl_pair(POD)
+    assert summary == "tutorial on pack and unpack"
+    assert "=head1 NAME" not in document and "perlfoo" not in document
+    assert document.startswith("=encoding utf8") and "The foo manual." in document
+    assert synopsis.perl_pair("=head1 NAME\n\nno dash here\n") is None
+    assert synopsis.python_pair("no module\n") is None
+    assert synopsis.clean_pod("C<< $x->y >> and L<perlfunc|perlfunc/x> E<lt>") == (
+        "$x->y and perlfunc lt"
+    )
+
+
+def test_synopsis_recipe_end_to_end(tmp_path, capsys):
+    from gca_jax.data import synopsis
+    from gca_jax.data.sources import splits
+    from train import prepare as prepare_cli
+
+    root = _pairs_root(tmp_path)
+    out = tmp_path / "pairs"
+    assert prepare_cli.main(["--recipe", "synopsis", str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped: {'duplicate': 1, 'no_summary': 13}" in printed
+    pairs = {
+        s: summarization.read_pairs(out / f"{s}.jsonl", dataset="synopsis") for s in splits.SPLITS
+    }
+    rows = {s: [json.loads(line) for line in open(out / f"{s}.jsonl")] for s in splits.SPLITS}
+    # 31 manuals less 3 without NAME and the duplicate; 30 pages less 10 without a synopsis.
+    assert sum(len(p) for p in pairs.values()) == 27 + 20
+    # Each pair's split is its document's split among all the part's files (the tech corpus's).
+    pod_split = splits.assign([f"perl{i}.pod" for i in range(30)] + ["perldup.pod"])
+    page_split = splits.assign([f"library/m{i}.rst.txt" for i in range(30)])
+    for split, split_rows in rows.items():
+        assert [r["source"] for r in split_rows] == sorted(r["source"] for r in split_rows)
+        for r in split_rows:
+            fmt, name = r["source"].split(":", 1)
+            assert (pod_split if fmt == "perldoc" else page_split)[name] == split
+            assert set(r) == {"document", "summary", "source"}
+    manifest = json.load(open(out / "manifest.json"))
+    assert {s: c["pairs"] for s, c in manifest["splits"].items()} == {
+        s: len(p) for s, p in pairs.items()
+    }
+    first = open(out / "train.jsonl").read()
+    synopsis.prepare_pairs(root, out)  # Deterministic: the same bytes again.
+    assert open(out / "train.jsonl").read() == first
+    assert summarization.read_split(out, "test") == pairs["test"]
+
+
+def test_synopsis_recipe_errors(tmp_path, capsys):
+    from train import prepare as prepare_cli
+
+    assert (
+        prepare_cli.main(["--recipe", "synopsis", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    )
+    assert "--fetch-packages synopsis" in capsys.readouterr().err
+
+
+def test_read_split_finds_xsum_and_cnn_parquet_shards(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table({"document": ["d1", "d2"], "summary": ["s1", "s2"], "id": ["1", "2"]}),
+        tmp_path / "test-00000-of-00002.parquet",
+    )
+    pq.write_table(
+        pa.table({"document": ["d3"], "summary": ["s3"], "id": ["3"]}),
+        tmp_path / "test-00001-of-00002.parquet",
+    )
+    assert summarization.read_split(tmp_path, "test") == [("d1", "s1"), ("d2", "s2"), ("d3", "s3")]
+    cnn = tmp_path / "cnn"
+    cnn.mkdir()
+    pq.write_table(pa.table({"article": ["a"], "highlights": ["h"]}), cnn / "train.parquet")
+    assert summarization.read_split(cnn, "train") == [("a", "h")]
+    with pytest.raises(ValueError, match="has no validation.jsonl"):
+        summarization.read_split(cnn, "validation")
+    with pytest.raises(ValueError, match="is not a directory"):
+        summarization.read_split(tmp_path / "missing", "train")
+
+
+# -- training batches ---------------------------------------------------------------------------
+
+
+def _train_pairs(n=5):
+    return [(f"Document {i}. " * (i + 2), f"sum {i}") for i in range(n)]
+
+
+def test_training_batches_are_formatted_and_masked():
+    tok = load_tokenizer("bytes")
+    fmt = summarization.SummarizationFormat.from_tokenizer(
+        tok, max_len=120, max_sum_len=16, chunk_size=15
+    )
+    pairs = _train_pairs()
+    ds = summarization.make_summarization_train_dataset(pairs, tok, fmt, batch_size=5, seed=3)
+    it = iter(ds)
+    batch = next(it)
+    assert (
+        batch["tokens"].shape == batch["loss_mask"].shape == batch["answer_mask"].shape == (5, 120)
+    )
+    seen = set()
+    for row, mask, answer in zip(batch["tokens"], batch["loss_mask"], batch["answer_mask"]):
+        start = int(np.flatnonzero(answer)[0])
+        assert start % 15 == 1  # The summary starts at slot 1 of a chunk.
+        text = tok.decode(row[mask])
+        doc, summary = text.split("|Summary:")
+        seen.add(doc)
+        assert (doc, summary) in pairs  # Exactly one pair, document + cue + summary (+ EOT).
+        assert tok.decode(row[answer]) == summary and row[answer][-1] == tok.eot_id
+        assert (row[~mask] == tok.pad_id).all()
+    assert len(seen) == 5  # One epoch shows every pair once.
+    state = it.get_state()
+    after = next(it)
+    it2 = iter(
+        summarization.make_summarization_train_dataset(pairs, tok, fmt, batch_size=5, seed=3)
+    )
+    it2.set_state(state)
+    np.testing.assert_array_equal(next(it2)["tokens"], after["tokens"])  # Exact resume.
+
+
+def test_generation_prompt_cut_matches_training_prompt():
+    tok = load_tokenizer("bytes")
+    fmt = summarization.SummarizationFormat.from_tokenizer(
+        tok, max_len=120, max_sum_len=16, chunk_size=15
+    )
+    doc, summary = np.arange(65, 65 + 26).repeat(8), tok.encode("a summary of 16!")  # max_sum_len
+    train = summarization.format_example(doc, summary, fmt)
+    prompt, first = summarization.generation_prompt(doc, fmt, max_prompt_len=120 - 16 - 1)
+    p = train["prompt_len"]
+    np.testing.assert_array_equal(prompt, train["tokens"][: p - 1])
+    assert first == train["tokens"][p - 1] == ord(":")
+    full, _ = summarization.generation_prompt(doc, fmt)  # No cut: the whole document.
+    assert full.shape[0] > prompt.shape[0] and full.shape[0] % 15 == 0
+    with pytest.raises(ValueError, match="leaves no room"):
+        summarization.generation_prompt(doc, fmt, max_prompt_len=5)

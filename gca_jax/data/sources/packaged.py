@@ -40,6 +40,17 @@ def docs_dir(root: str, pattern: str) -> str:
     return matches[-1] if matches else root
 
 
+def named_files(base: str, suffixes: tuple[str, ...]) -> dict[str, str]:
+    """Document name -> file under `base` (plain or gzipped; both present: the plain one)."""
+    found = files.list_files(base, suffixes=suffixes + tuple(s + ".gz" for s in suffixes))
+    by_name: dict[str, str] = {}
+    for f in found:
+        name = os.path.relpath(f, base).removesuffix(".gz")
+        if name not in by_name or not f.endswith(".gz"):
+            by_name[name] = f
+    return by_name
+
+
 def plan(
     format_: str,
     inputs: list[str],
@@ -54,13 +65,7 @@ def plan(
     def plan_path(path):
         if not os.path.isdir(path):
             raise ValueError(f"format {format_!r} takes directories, got the file {path=}")
-        base = docs_dir(path, pattern)
-        found = files.list_files(base, suffixes=suffixes + tuple(s + ".gz" for s in suffixes))
-        by_name: dict[str, str] = {}
-        for f in found:  # Both x.rst and x.rst.gz: keep the plain one.
-            name = os.path.relpath(f, base).removesuffix(".gz")
-            if name not in by_name or not f.endswith(".gz"):
-                by_name[name] = f
+        by_name = named_files(docs_dir(path, pattern), suffixes)
         names, found = list(by_name), list(by_name.values())
         kept = [f for f, k in zip(found, splits.keep(names, options.split)) if k]
         return files.group_files(format_, kept, options.files_per_shard)
