@@ -2,9 +2,10 @@
 
     python -m benchmarks.train_throughput [--cases drt:16k:4:full,swa:16k:4:full ...]
 
-Each case is ``model:length:batch:remat``: model in {drt, swa, full, landmark} (configs
-drt_128m_pg19.yaml, swa_128m.yaml, swa_128m.yaml with window -1, landmark_128m.yaml), length in {4k, 16k, 64k} (4032, 16380, 65520 raw
-tokens, multiples of S = 63) or a number. Random tokens, the real jitted train step (AdamW,
+Each case is ``model:length:batch:remat``: model in {drt, swa, full, landmark, rpt}
+(configs drt_128m_pg19.yaml, swa_128m.yaml, swa_128m.yaml with window -1, landmark_128m.yaml,
+rpt_128m.yaml with uniform idf), length in {4k, 16k, 64k} (4032, 16380, 65520 raw tokens,
+multiples of S = 63) or a number. Random tokens, the real jitted train step (AdamW,
 clipping, donation), kernel_backend=auto. All cases are lowered, then compiled in parallel
 threads; then each runs 2 warm-up steps and the median of ``--steps`` timed steps. Peak memory
 is XLA's compiled estimate (arguments + outputs + temporaries - aliased), since the allocator's
@@ -40,6 +41,8 @@ MODELS = {
     "swa": ("configs/swa_128m.yaml", []),
     "full": ("configs/swa_128m.yaml", ["model.window=-1"]),
     "landmark": ("configs/landmark_128m.yaml", []),
+    # uniform idf: random tokens need no corpus statistics, and the cost is the same
+    "rpt": ("configs/rpt_128m.yaml", ["model.rpt.idf_path=null"]),
     "tiny": ("configs/tiny.yaml", []),  # CPU smoke test of this script
 }
 LENGTHS = {"4k": 4032, "16k": 16380, "64k": 65520}
