@@ -123,6 +123,30 @@ class LandmarkConfig:
         return self.block_len - 1
 
 
+BRTGate = Literal["fixed", "lstm"]  # state update of the Block-Recurrent Transformer
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BRTConfig:
+    """``model.brt``: the Block-Recurrent Transformer (docs/architecture.md, "Model types")."""
+
+    model_types: ClassVar[tuple[str, ...]] = ("brt",)  # the model types that read this section
+
+    block_len: int = 512  # L tokens per block; attention sees its own block and the previous one
+    state_len: int = 512  # recurrent state vectors (each of width D)
+    recurrent_layer: int = 4  # which layer (counting from 1) holds the recurrent state
+    gate: BRTGate = "fixed"  # state update: learned per-dimension mix, or LSTM-style gates
+    segment_blocks: int = 2  # blocks per gradient segment; the carry is cut between segments
+    state_dropout: float = 0.0  # P(reset a row's state to the initial one) at a segment start
+    memory_dropout: float = 0.0  # P(hide a row's previous-block K/V) at a segment start
+
+    def __post_init__(self):
+        for key in ("block_len", "state_len", "recurrent_layer", "segment_blocks"):
+            _check(self, f"model.brt.{key}", getattr(self, key) >= 1, "must be >= 1")
+        for key in ("state_dropout", "memory_dropout"):
+            _check(self, f"model.brt.{key}", 0.0 <= getattr(self, key) < 1.0, "must be in [0, 1)")
+
+
 RPTRetriever = Literal["bm25", "precomputed"]  # where RPT's fixed retrieval scores come from
 
 
@@ -170,6 +194,7 @@ class RPTConfig:
 FAMILY_SECTIONS: dict[str, type] = {
     "retrieval": RetrievalConfig,
     "landmark": LandmarkConfig,
+    "brt": BRTConfig,
     "rpt": RPTConfig,
 }
 
@@ -197,6 +222,7 @@ class ModelConfig:
     loss_block: int = 4096  # tokens per block of the chunked cross-entropy
     retrieval: RetrievalConfig | None = None  # DRT only; filled with defaults when absent
     landmark: LandmarkConfig | None = None  # Landmark Attention only; defaults when absent
+    brt: BRTConfig | None = None  # Block-Recurrent Transformer only; defaults when absent
     rpt: RPTConfig | None = None  # RPT (fixed retriever) only; defaults when absent
 
     def __post_init__(self):
@@ -246,6 +272,20 @@ class ModelConfig:
                 self.window == -1,
                 "must be -1 for model_type='landmark': its grouped softmax sees the whole causal "
                 "past through the landmarks",
+            )
+        if self.brt is not None:
+            _check(
+                self,
+                "model.window",
+                self.window == -1,
+                "must be -1 for model_type='brt': its attention span is set by "
+                "model.brt.block_len (own block causally plus the previous block), not a window",
+            )
+            _check(
+                self.brt,
+                "model.brt.recurrent_layer",
+                self.brt.recurrent_layer <= self.num_layers,
+                f"must be in [1, model.num_layers={self.num_layers}] (counting from 1)",
             )
 
     def _resolve_family_sections(self) -> None:

@@ -13,6 +13,7 @@ import importlib
 from flax import nnx
 
 from gca_jax.config import Config, ConfigError, ModelConfig
+from gca_jax.modeling.brt import BlockRecurrentLM
 from gca_jax.modeling.drt import DRT
 from gca_jax.modeling.interface import LanguageModel
 from gca_jax.modeling.landmark import LandmarkLM
@@ -20,6 +21,7 @@ from gca_jax.modeling.rpt import RPT
 from gca_jax.modeling.swa_lm import SlidingWindowLM
 
 MODELS: dict[str, type[LanguageModel]] = {
+    "brt": BlockRecurrentLM,
     "drt": DRT,
     "landmark": LandmarkLM,
     "rpt": RPT,  # RPT-style, fixed BM25 retriever

@@ -15,6 +15,13 @@ _POLICIES: dict[RematPolicy, object] = {
 }
 
 
+def remat_body(fn: Callable, remat: RematPolicy) -> Callable:
+    """``fn`` rematerialised as ``remat`` says (for a scan body); unchanged for "none"."""
+    if remat == "none":
+        return fn
+    return jax.checkpoint(fn, policy=_POLICIES[remat], prevent_cse=False)
+
+
 def make_stack(
     factory: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs
 ) -> nnx.Module:
