@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gca_jax.config import RPTConfig, load_config
+from gca_jax.config import ConfigError, RPTConfig, load_config
 from gca_jax.inference import Decoder, Engine
 from gca_jax.modeling import build_model, count_params
 from gca_jax.modeling.retrieval import lag_one_chunk
@@ -136,8 +136,16 @@ def test_precomputed_vectors_force_a_known_retrieval():
     rows = model.retrieve(0, h, model.build_memory(h, tokens).landmarks, jnp.arange(c))
     assert int(rows.idx[0, 5, 0]) == 1
     np.testing.assert_allclose(float(rows.w[0, 5, 0]), 1.0, rtol=1e-6)
-    loss, _ = model.loss(tokens)
-    assert np.isfinite(float(loss))
+
+
+def test_the_retriever_fields_are_checked():
+    with pytest.raises(ConfigError, match="vectors_fn.*exactly when model.rpt.retriever"):
+        RPTConfig(retriever="precomputed")
+    with pytest.raises(ConfigError, match="idf_path.*read only by model.rpt.retriever=bm25"):
+        RPTConfig(retriever="precomputed", vectors_fn="m:f", idf_path="x/bm25_idf.npy")
+    bad = _rpt_config(retriever="precomputed", vectors_fn="tests.modeling.rpt_test:KEYS")
+    with pytest.raises(ValueError, match="is not callable"):
+        build_model(bad, rngs=nnx.Rngs(0))
 
 
 @pytest.fixture(scope="module")
