@@ -2,11 +2,11 @@
 
     python -m benchmarks.train_throughput [--cases drt:16k:4:full,swa:16k:4:full ...]
 
-Each case is ``model:length:batch:remat``: model in {drt, swa, full, landmark, rpt}
+Each case is ``model:length:batch:remat``: model in {drt, swa, full, landmark, rpt, brt}
 (configs drt_128m_pg19.yaml, swa_128m.yaml, swa_128m.yaml with window -1, landmark_128m.yaml,
-rpt_128m.yaml with uniform idf), length in {4k, 16k, 64k} (4032, 16380, 65520 raw tokens,
-multiples of S = 63) or a number. Random tokens, the real jitted train step (AdamW,
-clipping, donation), kernel_backend=auto. All cases are lowered, then compiled in parallel
+rpt_128m.yaml with uniform idf, brt_128m.yaml), length in {4k, 16k, 64k} (4032, 16380,
+65520 raw tokens, multiples of S = 63) or a number. Random tokens, the real jitted train step
+(AdamW, clipping, donation), kernel_backend=auto. All cases are lowered, then compiled in parallel
 threads; then each runs 2 warm-up steps and the median of ``--steps`` timed steps. Peak memory
 is XLA's compiled estimate (arguments + outputs + temporaries - aliased), since the allocator's
 peak counter cannot be reset between cases. Prints one markdown table (plus ratios) with date,
@@ -43,6 +43,7 @@ MODELS = {
     "landmark": ("configs/landmark_128m.yaml", []),
     # uniform idf: random tokens need no corpus statistics, and the cost is the same
     "rpt": ("configs/rpt_128m.yaml", ["model.rpt.idf_path=null"]),
+    "brt": ("configs/brt_128m.yaml", []),  # 16k = 16380 tokens: the last block is padded
     "tiny": ("configs/tiny.yaml", []),  # CPU smoke test of this script
 }
 LENGTHS = {"4k": 4032, "16k": 16380, "64k": 65520}
