@@ -2,11 +2,12 @@
 
 Keys fall in three classes (docs/reliability.md):
 - *refused*: what the saved state or data position means: the architecture (``model.*`` except
-  how it is computed) and the data stream (tokenizer, sequence length, batch, order, NIAH mix).
-  Resuming would fail on shapes or silently train on something else, so it is an error listing
-  the keys, with the hint to use a new output directory or ``--init_from``.
-- *warned*: the optimiser, the schedule, the seed, the compute dtype and the corpus location:
-  a resumed run may change them on purpose; a warning names each one.
+  how it is computed) and the data stream (tokenizer, sequence length, batch, order, NIAH mix,
+  summarization task and summary length). Resuming would fail on shapes or silently train on
+  something else, so it is an error listing the keys, with the hint to use a new output
+  directory or ``--init_from``.
+- *warned*: the optimiser, the schedule, the seed, the compute dtype and the corpus and pairs
+  locations: a resumed run may change them on purpose; a warning names each one.
 - everything else (logging and checkpoint cadence, evaluation, mesh, kernels, remat) silently.
 """
 
@@ -29,6 +30,8 @@ _REFUSED_DATA = (
     "data.niah_fraction",
     "data.niah_task",
     "data.niah_chunk_len",
+    "data.task",
+    "data.max_summary_len",
 )
 _WARNED = (
     "train.lr",
@@ -44,6 +47,7 @@ _WARNED = (
     "train.seed",
     "data.corpus_dir",
     "data.eval_corpus_dir",
+    "data.summary_dir",
     "data.answer_weight",
 )
 
