@@ -214,10 +214,9 @@ def test_model_type_is_checked_against_the_registry():
 
     cfg = load_config(None, ["model.model_type=nope"])  # loads: the registry decides
     assert cfg.model.retrieval is None
-    with pytest.raises(
-        ConfigError, match=r"model.model_type='nope': must be one of \[[^]]*'drt', 'landmark'"
-    ):
+    with pytest.raises(ConfigError, match=r"model.model_type='nope': must be one of \[") as e:
         check_config(cfg)
+    assert "'drt'" in str(e.value) and "'landmark'" in str(e.value)
 
 
 def test_missing_file_is_clear(tmp_path):

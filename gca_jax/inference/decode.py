@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from gca_jax.inference.engine import Carry, Engine
-from gca_jax.inference.memory import ChunkStore
+from gca_jax.inference.memory import Carry, ChunkStore
 from gca_jax.modeling import DECODE, require
 from gca_jax.modeling.cache import DecodeStep, RingCache
 from gca_jax.modeling.loss import tied_logits
@@ -132,7 +131,7 @@ def ring_from_window(cache_LxBxWxHkvxd, slot_pos_N, first_pos: int) -> jax.Array
     return jnp.where(keep, ring, 0)
 
 
-def _jitted(engine: Engine):
+def _jitted(engine):
     """The engine's jitted decode functions, built once per engine and shared by its decoders."""
     fns = getattr(engine, "_decode_fns", None)
     if fns is None:
@@ -150,12 +149,11 @@ class Decoder:
     """A decoding session over a batch: feed tokens one at a time, get next-token logits.
 
     Build it from an engine, optionally after a prefill (``Decoder(engine, out.carry)``), or
-    empty with a memory capacity (``Decoder(engine, batch=B, capacity=E)``).
+    empty with a memory capacity (``Decoder(engine, batch=B, capacity=E)``). ``engine`` is the
+    DRT ``Engine`` (``gca_jax.inference.engine``), whose ``start_decoding`` builds decoders.
     """
 
-    def __init__(
-        self, engine: Engine, carry: Carry | None = None, *, batch: int = 1, capacity: int = 1
-    ):
+    def __init__(self, engine, carry: Carry | None = None, *, batch: int = 1, capacity: int = 1):
         cfg, rcfg = engine.cfg, engine.rcfg
         require(cfg, DECODE)
         self.engine, self.cfg, self.rcfg = engine, cfg, rcfg

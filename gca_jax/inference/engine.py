@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gca_jax.inference.memory import ChunkStore, compact_rows
+from gca_jax.inference.decode import Decoder
+from gca_jax.inference.memory import Carry, ChunkStore, compact_rows
 from gca_jax.modeling import PREFILL, require
 from gca_jax.modeling import retrieval as ret_lib
 from gca_jax.modeling.cache import WindowCache
@@ -47,24 +48,6 @@ def pad_left(tokens_BxT: np.ndarray, chunk_len: int, pad_id: int) -> tuple[np.nd
     """
     pad = (-tokens_BxT.shape[1]) % chunk_len
     return np.pad(tokens_BxT, ((0, 0), (pad, 0)), constant_values=pad_id), pad
-
-
-@dataclasses.dataclass
-class Carry:
-    """What a prefill leaves for further segments or for decoding.
-
-    Attributes:
-      caches: per stack (lower, group 1, ...), a ``WindowCache`` of the last W positions'
-        keys/values, each (layers, B, W, Hkv, d).
-      store: the chunk memory.
-      last_rows: per group, the retrieval row of the last chunk (B, 1, K): it serves the next.
-      num_positions: landmark-inserted positions processed so far (= chunks * P).
-    """
-
-    caches: list
-    store: ChunkStore
-    last_rows: list
-    num_positions: int
 
 
 @dataclasses.dataclass
@@ -205,8 +188,6 @@ class Engine:
 
         The memory holds the prompt's chunks and those ``max_new_tokens`` more can complete.
         """
-        from gca_jax.inference.decode import Decoder  # decode imports this module
-
         s = self.rcfg.chunk_len
         capacity = (tokens_BxT.shape[1] + max_new_tokens) // s + 1
         out = self.prefill(

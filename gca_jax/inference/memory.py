@@ -179,3 +179,21 @@ class ChunkStore:
             )
         memory = ChunkMemory(landmarks=None, keys=keys, values=values)
         return memory, jnp.asarray(remapped, jnp.int32)
+
+
+@dataclasses.dataclass
+class Carry:
+    """What a prefill leaves for further segments or for decoding.
+
+    Attributes:
+      caches: per stack (lower, group 1, ...), a ``WindowCache`` of the last W positions'
+        keys/values, each (layers, B, W, Hkv, d).
+      store: the chunk memory.
+      last_rows: per group, the retrieval row of the last chunk (B, 1, K): it serves the next.
+      num_positions: landmark-inserted positions processed so far (= chunks * P).
+    """
+
+    caches: list
+    store: ChunkStore
+    last_rows: list
+    num_positions: int

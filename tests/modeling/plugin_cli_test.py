@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from gca_jax.modeling.registry import MODELS
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLUGIN = ["--plugin", "tests.modeling.dummy_lm"]
 CONFIG = """\
@@ -108,7 +110,7 @@ def test_unknown_model_type_and_missing_plugin_are_one_line_errors(run, tmp_path
     config.write_text(CONFIG)
     proc = run("train", "--config", str(config), "--output_dir", str(tmp_path / "x"))
     assert proc.returncode == 2
-    registered = "['drt', 'landmark', 'swa_lm']"
+    registered = sorted(k for k, cls in MODELS.items() if cls.__module__.startswith("gca_jax."))
     assert f"model.model_type='dummy_bag': must be one of {registered}" in proc.stderr
     proc = run("train", "--config", str(config), "--plugin", "tests.no_such_module")
     assert proc.returncode == 2 and "--plugin tests.no_such_module" in proc.stderr
