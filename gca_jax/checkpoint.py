@@ -276,6 +276,14 @@ class Checkpointer:
 
     # -- save ------------------------------------------------------------------------------------
 
+    def prepare(self, state: Any) -> None:
+        """Compiles the save's checksum pass for ``state`` now, before training.
+
+        A save on SIGTERM then starts no compiler: ``timeout`` and batch schedulers signal the
+        whole process group, and a compiler child (ptxas) killed mid-save fails that save.
+        """
+        tree_digest(state)
+
     def save(self, step: int, state: Any, data_iter: Any, config: dict) -> None:
         """Starts an asynchronous save of ``step`` (returns once arrays are copied to host).
 

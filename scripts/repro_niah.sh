@@ -24,7 +24,7 @@ run=${RUN_ROOT:-/tmp/runs}/$name
 mkdir -p "$out/$name"
 offload=()  # chunk memory in host memory; the sliding-window baseline has none
 grep -qE "model_type: (drt|rpt)" "$cfg" && offload=(--offload)
-limit() { if [ -n "${1:-}" ]; then echo "timeout --signal=TERM --kill-after=30 $1"; fi; }
+limit() { if [ -n "${1:-}" ]; then echo "timeout --foreground --signal=TERM --kill-after=30 $1"; fi; }
 
 fresh=--fresh
 [ -n "${RESUME:-}" ] && fresh=  # continue the run in $run (e.g. one stopped by TRAIN_S)

@@ -24,7 +24,7 @@ done
 if ! $py -c "import rouge_score" 2>/dev/null; then
   $py -m pip install -q --no-index --find-links "${WHEELS:-.whl}" rouge-score==0.1.2 || exit 1
 fi
-limit() { echo "timeout --signal=TERM --kill-after=30 $1"; }
+limit() { echo "timeout --foreground --signal=TERM --kill-after=30 $1"; }
 
 model() {  # model NAME: the three stages of configs/summarize_NAME_small.yaml
   local name=$1 cfg=configs/summarize_$1_small.yaml run=$runs/summarize_$1

@@ -229,6 +229,7 @@ class Trainer:
             out_shardings=(self.shardings, None),
             donate_argnames=("state",),
         )
+        self.ckpt.prepare(state)
         self._clock = (time.perf_counter(), start)
         self._skips_in_row = 0
         pending, last, evals = None, {}, {}
