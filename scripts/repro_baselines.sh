@@ -4,7 +4,7 @@
 # BM25 retriever, each trained once on single-needle and once on 2-hop tasks (six small models
 # at once; the 4.7M-parameter models leave most of an H200 idle).
 # usage: scripts/repro_baselines.sh OUT_DIR [key=value ...]   (env WARM_S, TRAIN_S, EVAL_S, PPL_S
-# as scripts/repro_niah.sh; MODELS="landmark brt rpt" picks a subset)
+# as scripts/repro_niah.sh; MODELS="landmark brt rpt" and TASKS="single multihop" pick subsets)
 # RPT needs the BM25 idf of the recipe's corpus first (docs/data.md): this script computes it when
 # data/pydocs/train/bm25_idf.npy is missing.
 set -uo pipefail
@@ -14,6 +14,7 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.14} PY
 export WARM_S=${WARM_S-100}
 here=$(dirname "$0")
 models=${MODELS:-landmark brt rpt}
+tasks=${TASKS:-single multihop}
 if [[ " $models " == *" rpt "* ]] && [ ! -f data/pydocs/train/bm25_idf.npy ]; then
   python3 -m train.prepare --bm25-idf data/pydocs/train --chunk_len 64 || exit 1
 fi
@@ -25,7 +26,11 @@ job() {  # job TAG CONFIG TASK LENGTHS SAMPLES [overrides]
 }
 for m in $models; do
   cfg=configs/niah_${m}_small.yaml
-  job "${m}_single" "$cfg" single 4k,8k,16k,64k,256k 50,50,50,50,20 "$@"
-  job "${m}_2hop" "$cfg" multihop 4k,16k,64k 50,50,50 data.niah_task=multihop "$@"
+  if [[ " $tasks " == *" single "* ]]; then
+    job "${m}_single" "$cfg" single 4k,8k,16k,64k,256k 50,50,50,50,20 "$@"
+  fi
+  if [[ " $tasks " == *" multihop "* ]]; then
+    job "${m}_2hop" "$cfg" multihop 4k,16k,64k 50,50,50 data.niah_task=multihop "$@"
+  fi
 done
 wait
