@@ -16,6 +16,7 @@ import numpy as np
 
 from gca_jax.cli import UserError
 from gca_jax.inference.engine import Engine
+from gca_jax.inference.stats import bootstrap_interval
 
 _log = logging.getLogger(__name__)
 
@@ -57,9 +58,11 @@ def perplexity(
       progress: forwarded to ``Engine.prefill``.
 
     Returns:
-      ``{"windows", "tokens", "mean_ce", "ppl", "token_ppl"}``: ``mean_ce`` is the mean over
-      windows of each window's mean CE in nats, the quantity the original prints as
-      "perplexity" (docs/spec.md §6.7, §9.18); ``ppl = exp(mean_ce)``; ``token_ppl`` weights tokens.
+      ``{"windows", "tokens", "mean_ce", "ppl", "token_ppl", "ppl_ci95", "window_ce"}``:
+      ``mean_ce`` is the mean over windows of each window's mean CE in nats, the quantity the
+      original prints as "perplexity" (docs/spec.md §6.7, §9.18); ``ppl = exp(mean_ce)``;
+      ``token_ppl`` weights tokens; ``ppl_ci95`` is exp of a percentile bootstrap interval of
+      ``mean_ce`` over windows (1000 resamples, seed 0); ``window_ce`` lists each window's CE.
 
     Raises:
       ValueError: no windows (the corpus is shorter than one window).
@@ -93,6 +96,8 @@ def perplexity(
         "mean_ce": mean_ce,
         "ppl": math.exp(mean_ce),
         "token_ppl": math.exp(token_ce),
+        "ppl_ci95": [math.exp(v) for v in bootstrap_interval(per_window)],
+        "window_ce": per_window,
     }
 
 

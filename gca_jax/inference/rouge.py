@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gca_jax.inference.stats import bootstrap_interval
+
 TEXT_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 TOKEN_KEYS = ("rouge1", "rouge2", "rougeL")
 
@@ -98,23 +100,6 @@ def token_scores(tokenizer, predictions, references) -> dict[str, np.ndarray]:
         for p, r in zip(predictions, references, strict=True)
     ]
     return {k: np.asarray([r[k] for r in rows], np.float64) for k in TOKEN_KEYS}
-
-
-def bootstrap_interval(
-    values, *, resamples: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values`.
-
-    Examples are resampled with replacement `resamples` times with `np.random.default_rng(seed)`.
-    """
-    values = np.asarray(values, np.float64)
-    if values.size == 0:
-        raise ValueError("no values to bootstrap")
-    idx = np.random.default_rng(seed).integers(values.size, size=(resamples, values.size))
-    means = values[idx].mean(axis=1)
-    tail = 100.0 * (1.0 - level) / 2.0
-    lo, hi = np.percentile(means, [tail, 100.0 - tail])
-    return float(lo), float(hi)
 
 
 def summarize(scores: dict[str, np.ndarray], **bootstrap) -> dict[str, dict[str, float]]:

@@ -23,6 +23,9 @@ def test_perplexity_matches_model_loss(tiny_model):
     assert res["windows"] == 4 and res["tokens"] == 4 * 149
     assert res["mean_ce"] == pytest.approx(np.mean(want), rel=1e-5)
     assert res["ppl"] == pytest.approx(math.exp(np.mean(want)), rel=1e-5)
+    assert res["window_ce"] == pytest.approx(want, rel=1e-5)
+    lo, hi = res["ppl_ci95"]
+    assert math.exp(min(want)) <= lo < res["ppl"] < hi <= math.exp(max(want))
 
 
 def test_cli(tmp_path, builtin_corpus):
