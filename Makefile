@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench clean-venv gpt2 books tech gpu test-gpu
+.PHONY: test test-all demo lint bench clean-venv gpt2 books tech gpu test-gpu
 
 $(PY):
 	@PY312=""; \
@@ -44,8 +44,12 @@ books tech: $(GPT2)
 	$(PY) -m train.prepare --fetch-packages $@ --out $(DEBIAN)
 	$(PY) -m train.prepare --recipe $@ $(DEBIAN) --out data/$@
 
-# The real-tokenizer tests (tests/data/gpt2_test.py) need the cached GPT-2 files.
+# The real-tokenizer tests (tests/data/gpt2_test.py) need the cached GPT-2 files. `make test`
+# leaves out the few tests marked slow (minutes each on 2 cores); `make test-all` runs them too.
 test: $(STAMP) $(GPT2)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(STAMP) $(GPT2)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

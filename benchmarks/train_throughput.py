@@ -38,7 +38,9 @@ from gca_jax.training.step import make_train_step
 
 MODELS = {
     "drt": ("configs/drt_128m_pg19.yaml", []),
+    "drt_x2": ("configs/drt_128m_x2_pg19.yaml", []),
     "swa": ("configs/swa_128m.yaml", []),
+    "swa2": ("configs/swa_128m_plus2.yaml", []),  # BaseLM + 2 layers
     "full": ("configs/swa_128m.yaml", ["model.window=-1"]),
     "landmark": ("configs/landmark_128m.yaml", []),
     # uniform idf: random tokens need no corpus statistics, and the cost is the same
