@@ -2,9 +2,10 @@
 
     python -m benchmarks.train_throughput [--cases drt:16k:4:full,swa:16k:4:full ...]
 
-Each case is ``model:length:batch:remat``: model in {drt, swa, full, landmark, rpt, brt}
-(configs drt_128m_pg19.yaml, swa_128m.yaml, swa_128m.yaml with window -1, landmark_128m.yaml,
-rpt_128m.yaml with uniform idf, brt_128m.yaml), length in {4k, 16k, 64k} (4032, 16380,
+Each case is ``model:length:batch:remat``: model in {drt, drt_x2, swa, swa2, full, landmark, rpt,
+brt} (configs drt_128m_pg19.yaml, drt_128m_x2_pg19.yaml, swa_128m.yaml, swa_128m_plus2.yaml,
+swa_128m.yaml with window -1, landmark_128m.yaml, rpt_128m.yaml with uniform idf,
+brt_128m.yaml), length in {4k, 16k, 64k} (4032, 16380,
 65520 raw tokens, multiples of S = 63) or a number. Random tokens, the real jitted train step
 (AdamW, clipping, donation), kernel_backend=auto. All cases are lowered, then compiled in parallel
 threads; then each runs 2 warm-up steps and the median of ``--steps`` timed steps. Peak memory
