@@ -149,6 +149,17 @@ def _paper(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
+def _length_table(res: dict, key: str, panel: str, cell) -> list[str]:
+    """A table of one model per row and one evaluation length per column (all models' lengths)."""
+    lengths = sorted({t for r in res.values() for t in r[key].get(panel, {})})
+    lines = ["| model | " + " | ".join(f"{t} ({_mult(t)})" for t in lengths) + " |"]
+    lines.append("|---|" + "---|" * len(lengths))
+    for m, r in res.items():
+        rows = r[key].get(panel, {})
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cell(rows.get(t)) for t in lengths) + " |")
+    return lines
+
+
 def tables(res: dict, cost: dict[str, float]) -> str:
     """The markdown of compare.md."""
     md = ["# The comparison study", ""]
@@ -160,28 +171,14 @@ def tables(res: dict, cost: dict[str, float]) -> str:
         niah = f"{_cell(st.get('niah_single'))}, {_cell(st.get('niah_multihop'))}"
         md.append(f"| {LABELS[m]} | {_cell(st.get('lm'))} | {loss} | {niah} |")
     for corpus in ("tech", "books"):
-        lengths = sorted({t for r in res.values() for t in r["ppl"].get(corpus, {})})
         md += ["", f"## Perplexity, {corpus} held-out (95% interval over windows)", ""]
-        md.append("| model | " + " | ".join(f"{t} ({_mult(t)})" for t in lengths) + " |")
-        md.append("|---|" + "---|" * len(lengths))
-        for m, r in res.items():
-            rows = r["ppl"].get(corpus, {})
-            md.append(
-                f"| {LABELS[m]} | " + " | ".join(_ppl_cell(rows.get(t)) for t in lengths) + " |"
-            )
+        md += _length_table(res, "ppl", corpus, _ppl_cell)
     for task, paper, name in (
         ("single", PAPER_SINGLE, "Single-needle NIAH"),
         ("multihop", PAPER_MULTIHOP, "2-hop NIAH"),
     ):
-        lengths = sorted({t for r in res.values() for t in r["niah"].get(task, {})})
         md += ["", f"## {name}, % (hits / samples)", ""]
-        md.append("| model | " + " | ".join(f"{t} ({_mult(t)})" for t in lengths) + " |")
-        md.append("|---|" + "---|" * len(lengths))
-        for m, r in res.items():
-            rows = r["niah"].get(task, {})
-            md.append(
-                f"| {LABELS[m]} | " + " | ".join(_acc_cell(rows.get(t)) for t in lengths) + " |"
-            )
+        md += _length_table(res, "niah", task, _acc_cell)
         md += ["", "Paper (128M, trained at 16K): 4K, 16K, 64K, 256K", ""]
         md += ["| paper model | 4K | 16K | 64K | 256K |", "|---|---|---|---|---|"]
         md += [
