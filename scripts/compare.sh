@@ -140,11 +140,12 @@ model() {  # model NAME [overrides]: its stages in order; stops at the first tha
     case $s in
       lm) train_stage lm "$m" "$runs/$m/lm" "$@" ;;
       ppl)
-        for corpus in tech books; do
-          stage "ppl_$corpus" "$m" "$out/$m/ppl_$corpus/.done" "${EVAL_S:-1200}" $py -m eval.ppl \
-            --checkpoint "$runs/$m/lm" --corpus "$data/$corpus/validation" \
+        local heldout  # not `corpus`: that global holds every stage's corpus overrides
+        for heldout in tech books; do
+          stage "ppl_$heldout" "$m" "$out/$m/ppl_$heldout/.done" "${EVAL_S:-1200}" $py -m eval.ppl \
+            --checkpoint "$runs/$m/lm" --corpus "$data/$heldout/validation" \
             --lengths "${PPL_LENGTHS:-4032,16128,64512}" --windows "${PPL_WINDOWS:-16}" \
-            --out "$out/$m/ppl_$corpus" "$@" || break
+            --out "$out/$m/ppl_$heldout" "$@" || break
         done ;;
       single) niah_stage "$m" single "${SINGLE_LENGTHS:-4032,16128,64512,258048,1032192}" \
         "${SINGLE_SAMPLES:-50,50,50,20,10}" "$@" ;;
