@@ -205,3 +205,57 @@ def test_script_runs_every_stage_then_skips_them_on_a_rerun(tmp_path, gpt2_data)
     assert again.returncode == 0, again.stdout + again.stderr
     for stage in stages:
         assert f"drt_x1: {stage} already done" in again.stdout, again.stdout
+
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# Records each stage's command line; `-m train` leaves a checkpoint at its last train.steps,
+# an evaluation its --out folder; `-c` (the script's config read) runs for real.
+[ "$1" = -c ] && exec "$REAL_PYTHON" "$@"
+echo "$*" >> "$FAKE_LOG"
+steps=1000 dir= out= prev=
+for a in "$@"; do
+  case $a in train.steps=*) steps=${a#train.steps=} ;; esac
+  [ "$prev" = --output_dir ] && dir=$a
+  [ "$prev" = --out ] && out=$a
+  prev=$a
+done
+[ -n "$dir" ] && mkdir -p "$dir/checkpoints/$steps" && touch "$dir/metrics.jsonl"
+[ -n "$out" ] && mkdir -p "$out"
+exit 0
+"""
+
+
+def test_every_model_in_a_slot_gets_the_corpus_overrides(tmp_path):
+    """Two models one after the other in one slot: the second's stages see the same corpus paths
+    (the held-out loop of the first's ppl stage once overwrote them with "books")."""
+    data = tmp_path / "data"
+    for d in ("tech/train", "tech/validation", "books/validation"):
+        (data / d).mkdir(parents=True)
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = _env(
+        DATA=str(data),
+        RUN_ROOT=str(tmp_path / "runs"),
+        MODELS="swa drt_x1",
+        STAGES="lm ppl",
+        PYTHON=str(fake),
+        FAKE_LOG=str(log),
+        REAL_PYTHON=sys.executable,
+    )
+    proc = _run([str(tmp_path / "out"), "train.steps=3", "train.warmup_steps=1"], env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = log.read_text().splitlines()
+    trains = [c.split() for c in calls if c.startswith("-m train ")]
+    assert [t[t.index("--config") + 1] for t in trains] == [
+        "configs/compare/swa.yaml",
+        "configs/compare/drt_x1.yaml",
+    ]
+    for t in trains:
+        assert f"data.corpus_dir={data}/tech/train" in t and "books" not in t, t
+    ppl = [c for c in calls if c.startswith("-m eval.ppl")]
+    assert len(ppl) == 4 and all(f"data.corpus_dir={data}/tech/train" in c for c in ppl)
+    assert [c.split("--corpus ")[1].split()[0] for c in ppl] == [
+        f"{data}/{s}/validation" for s in ("tech", "books", "tech", "books")
+    ]
