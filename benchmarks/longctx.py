@@ -97,24 +97,43 @@ def run_check(job: dict) -> dict:
 
 
 def run_decode(job: dict) -> dict:
-    """Decode steps at a context of ``job['length']`` tokens for batch ``job['batch']``."""
+    """Decode steps at a context of ``job['length']`` tokens for batch ``job['batch']``.
+
+    ``job['loop']``: "token" = one ``feed`` per token, synced each time (a host step per token);
+    "fused" = greedy ``feed_sampled`` spans to each chunk's end, one jitted call per span.
+    """
     from gca_jax.inference import Decoder, Engine
 
     model = _model(job["config"], job["overrides"])
     cfg = model.cfg
     engine = Engine(model, segment_chunks=job["segment_chunks"])
-    chunks = job["length"] // cfg.retrieval.chunk_len
+    chunk_len = cfg.retrieval.chunk_len
+    chunks = job["length"] // chunk_len
     b, steps = job["batch"], job["steps"]
-    carry = engine.empty_carry(b, chunks + steps // cfg.retrieval.chunk_len + 2)
+    carry = engine.empty_carry(b, chunks + steps // chunk_len + 3)
     carry.store.num_chunks = chunks  # synthetic memory: zero rows, same work per step
     carry.num_positions = chunks * cfg.retrieval.slots_per_chunk
     decoder = Decoder(engine, carry)
-    ids = jnp.zeros((b,), jnp.int32)
-    for _ in range(cfg.retrieval.chunk_len):  # warm-up: compiles the step and the chunk completion
-        decoder.feed(ids).block_until_ready()
+    ids, key = jnp.zeros((b,), jnp.int32), jax.random.key(0)
+
+    def run(n):  # n tokens, then waits for the device
+        if job.get("loop", "token") == "token":
+            for _ in range(n):
+                decoder.feed(ids).block_until_ready()
+            return
+        nonlocal key
+        while n:
+            span = decoder.span(n)
+            out, key = decoder.feed_sampled(ids, key, span, top_k=1, temperature=1.0, top_p=1.0)
+            n -= span
+        out.block_until_ready()
+
+    run(chunk_len)  # warm-up: compiles the step (or span) and the chunk completion,
+    if rem := steps % chunk_len:  # and the shorter last span, ending back at a chunk start
+        run(rem)
+        run(chunk_len - rem)
     start = time.perf_counter()
-    for _ in range(steps):
-        decoder.feed(ids).block_until_ready()
+    run(steps)
     wall = time.perf_counter() - start
     return {
         "tokens": b * steps,
@@ -139,7 +158,9 @@ def _child(job: dict, timeout: float) -> dict:
 def _row(job: dict, r: dict) -> str:
     if job["kind"] == "check":
         return f"<!-- check vs XLA forward: {json.dumps(r)} -->"
-    what = "prefill" if job["kind"] == "prefill" else f"decode B={job['batch']}"
+    what = "prefill"
+    if job["kind"] == "decode":
+        what = f"decode B={job['batch']} ({job.get('loop', 'token')} loop)"
     mem = "host (offload)" if job.get("offload") else "device"
     ctx = f"{job['length'] / (1 << 20):g}M" if job["length"] >= 1 << 20 else str(job["length"])
     if "error" in r:
@@ -161,6 +182,7 @@ def main() -> None:
     p.add_argument("--decode_batches", default="1,16")
     p.add_argument("--decode_context", default="1M")
     p.add_argument("--decode_steps", type=int, default=126)
+    p.add_argument("--decode_loops", default="token,fused", help="token and/or fused")
     p.add_argument("--segment_chunks", type=int, default=256)
     p.add_argument("--timeout", type=float, default=420, help="seconds per measurement")
     p.add_argument("--deadline", type=float, default=3600, help="seconds for all measurements")
@@ -194,9 +216,11 @@ def main() -> None:
             length=parse_length(args.decode_context),
             batch=int(b),
             steps=args.decode_steps,
+            loop=loop,
         )
         for b in args.decode_batches.split(",")
         if b
+        for loop in args.decode_loops.split(",")
     ]
     jobs = jobs[:1] + decode + jobs[1:]  # cheap decode rows before the longest prefills
     if args.check:

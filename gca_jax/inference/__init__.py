@@ -6,8 +6,9 @@ See docs/inference.md for the design and the two fixes over the original's infer
 from gca_jax.inference.decode import Decoder, DecodeState
 from gca_jax.inference.engine import Carry, Engine, PrefillOutput, pad_left
 from gca_jax.inference.full_forward import FullForwardScorer
-from gca_jax.inference.generate import generate, left_pad_prompts, sample_next
+from gca_jax.inference.generate import generate, left_pad_prompts
 from gca_jax.inference.memory import ChunkStore
+from gca_jax.inference.sampling import sample_next
 from gca_jax.inference.scoring import make_scorer
 
 __all__ = [

@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx, struct
 
 from gca_jax.inference.memory import Carry, ChunkStore
+from gca_jax.inference.sampling import sampled_steps
 from gca_jax.modeling import DECODE, require
 from gca_jax.modeling.cache import DecodeStep, RingCache
 from gca_jax.modeling.loss import tied_logits
@@ -93,6 +94,12 @@ def _decode_step(graphdef, params, state: DecodeState, ids_B):
     )
 
 
+def _decode_span(graphdef, params, state, ids_B, key, temperature, *, n, top_k, top_p):
+    """Runs n decode steps with sampling in one call: the tokens of one chunk need no host step."""
+    step = functools.partial(_decode_step, graphdef, params)
+    return sampled_steps(step, state, ids_B, key, temperature, n=n, top_k=top_k, top_p=top_p)
+
+
 def _encode_step(graphdef, params, chunk_h_BxPxD, chunk_ids_BxP):
     model = nnx.merge(graphdef, params)
     b, p, dim = chunk_h_BxPxD.shape
@@ -140,6 +147,11 @@ def _jitted(engine):
             jax.jit(bind(_decode_step, engine.graphdef), donate_argnums=(1,)),
             jax.jit(bind(_encode_step, engine.graphdef)),
             jax.jit(bind(_next_retrieval, engine.graphdef)),
+            jax.jit(
+                bind(_decode_span, engine.graphdef),
+                static_argnames=("n", "top_k", "top_p"),
+                donate_argnums=(1,),
+            ),
         )
         engine._decode_fns = fns
     return fns
@@ -163,7 +175,7 @@ class Decoder:
             raise ValueError("a decoder starts at a chunk boundary (prefill a multiple of S)")
         self.store: ChunkStore = carry.store
         self.raw_tokens = carry.num_positions // rcfg.slots_per_chunk * rcfg.chunk_len
-        self._step, self._encode, self._retrieve = _jitted(engine)
+        self._step, self._encode, self._retrieve, self._span = _jitted(engine)
         self.state = self._initial_state(carry)
 
     def _initial_state(self, carry: Carry) -> DecodeState:
@@ -200,12 +212,35 @@ class Decoder:
         """
         ids_B = jnp.asarray(ids_B, jnp.int32).reshape(-1)
         logits_BxV, self.state = self._step(self.engine.params, self.state, ids_B)
-        self.raw_tokens += 1
+        self._advance(1, ids_B.shape)
+        return logits_BxV
+
+    def span(self, remaining: int) -> int:
+        """Tokens ``feed_sampled`` can take in one call: up to the end of the current chunk."""
+        return min(remaining, self.rcfg.chunk_len - self.raw_tokens % self.rcfg.chunk_len)
+
+    def feed_sampled(self, ids_B, key, n: int, *, top_k: int, temperature: float, top_p: float):
+        """Feeds ``ids_B`` and n - 1 tokens sampled on the way; returns the n sampled, and the key.
+
+        Equals n times ``feed`` then ``sample_next`` (with one key split per token), in one
+        jitted call; n must be within ``span(n)``.
+        """
+        if not 1 <= n <= self.span(n):
+            raise ValueError(f"{n=} must be in [1, span(n) = {self.span(n)}] (the chunk's end)")
+        ids_B = jnp.asarray(ids_B, jnp.int32).reshape(-1)
+        ids_BxN, self.state, key = self._span(
+            self.engine.params, self.state, ids_B, key, temperature, n=n, top_k=top_k, top_p=top_p
+        )
+        self._advance(n, ids_B.shape)
+        return ids_BxN, key
+
+    def _advance(self, n: int, batch_shape) -> None:
+        """Counts n fed tokens; at a chunk's end feeds its landmark and completes the chunk."""
+        self.raw_tokens += n
         if self.raw_tokens % self.rcfg.chunk_len == 0:
-            landmark_B = jnp.full(ids_B.shape, self.cfg.landmark_id, jnp.int32)
+            landmark_B = jnp.full(batch_shape, self.cfg.landmark_id, jnp.int32)
             _, self.state = self._step(self.engine.params, self.state, landmark_B)
             self._complete_chunk()
-        return logits_BxV
 
     def _complete_chunk(self) -> None:
         row_id = self.store.num_chunks

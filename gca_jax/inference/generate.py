@@ -3,37 +3,17 @@
 Works with the engine of any model with the ``decode`` capability (the protocol in
 ``gca_jax.inference.scoring``): prompts are left-padded to ``engine.prompt_multiple``, then
 ``engine.start_decoding`` gives the first logits and a decoder fed one token per step.
+A decoder that also has ``span(remaining)`` and ``feed_sampled(ids_B, key, n, ...)`` generates
+up to ``span`` tokens per jitted call (``gca_jax.inference.sampling.sampled_steps``), with the
+same tokens as the token-by-token loop.
 """
 
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-
-@functools.partial(jax.jit, static_argnames=("top_k", "top_p"))
-def sample_next(
-    logits_BxV: jax.Array, key: jax.Array, *, top_k: int, temperature: float, top_p: float = 1.0
-):
-    """Next token per row at ``temperature``.
-
-    ``top_p`` = 1: argmax for ``top_k`` <= 1, else sampling among the ``top_k`` most likely.
-    ``top_p`` < 1 (nucleus sampling): among the ``top_k`` most likely (all V for ``top_k`` <= 1),
-    sampling from the smallest most-likely set whose probability reaches ``top_p`` (the most
-    likely token always stays in).
-    """
-    if top_k <= 1 and top_p >= 1.0:
-        return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-    k = top_k if top_k > 1 else logits_BxV.shape[-1]
-    vals_BxK, idx_BxK = jax.lax.top_k(logits_BxV / temperature, k)  # sorted, largest first
-    if top_p < 1.0:
-        probs_BxK = jax.nn.softmax(vals_BxK, axis=-1)
-        before_BxK = jnp.cumsum(probs_BxK, axis=-1) - probs_BxK  # mass of the likelier ones
-        vals_BxK = jnp.where(before_BxK < top_p, vals_BxK, -jnp.inf)
-    pick_B = jax.random.categorical(key, vals_BxK, axis=-1)
-    return jnp.take_along_axis(idx_BxK, pick_B.reshape(-1, 1), axis=1)[:, 0].astype(jnp.int32)
+from gca_jax.inference.sampling import sample_next
 
 
 def left_pad_prompts(prompts: Sequence[Sequence[int]], multiple: int, pad_id: int) -> np.ndarray:
@@ -80,7 +60,8 @@ def generate(
       top_p: < 1 = nucleus sampling within the top_k (all tokens for top_k = 1); see
         ``sample_next``.
       key: PRNG key for sampling (required when top_k > 1 or top_p < 1).
-      on_tokens: called with each new (B,) int array, for streaming.
+      on_tokens: called with each new (B,) int array, for streaming (a fused decoder hands
+        them over span by span).
 
     Returns:
       (B, max_new_tokens) int32 generated ids.
@@ -99,13 +80,23 @@ def generate(
     key = jax.random.key(0) if key is None else key
     tokens_BxT = left_pad_prompts(prompts, engine.prompt_multiple, engine.cfg.pad_id)
     logits_BxV, decoder = engine.start_decoding(tokens_BxT, max_new_tokens)
-    new = []
-    for i in range(max_new_tokens):
-        key, sub = jax.random.split(key)
-        ids_B = sample_next(logits_BxV, sub, top_k=top_k, temperature=temperature, top_p=top_p)
-        new.append(np.asarray(ids_B))
-        if on_tokens is not None:
-            on_tokens(new[-1])
-        if i + 1 < max_new_tokens:
-            logits_BxV = decoder.feed(ids_B)
+    sampling = dict(top_k=top_k, temperature=temperature, top_p=top_p)
+    key, sub = jax.random.split(key)
+    new = [np.asarray(sample_next(logits_BxV, sub, **sampling))]
+    if on_tokens is not None:
+        on_tokens(new[-1])
+    fused = hasattr(decoder, "feed_sampled")
+    while len(new) < max_new_tokens:
+        if fused:  # feed the last token and sample the next ones, a span per jitted call
+            n = decoder.span(max_new_tokens - len(new))
+            ids_BxN, key = decoder.feed_sampled(new[-1], key, n, **sampling)
+            span = list(np.asarray(ids_BxN).T)
+        else:
+            logits_BxV = decoder.feed(new[-1])
+            key, sub = jax.random.split(key)
+            span = [np.asarray(sample_next(logits_BxV, sub, **sampling))]
+        for ids_B in span:
+            new.append(ids_B)
+            if on_tokens is not None:
+                on_tokens(ids_B)
     return np.stack(new, axis=1)

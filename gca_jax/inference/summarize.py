@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from gca_jax.inference.generate import left_pad_prompts, sample_next
+from gca_jax.inference.generate import left_pad_prompts
+from gca_jax.inference.sampling import sample_next
 
 
 def summarize_batch(

@@ -26,6 +26,7 @@ from flax import nnx
 from gca_jax.inference.decode import ring_from_window, ring_slots
 from gca_jax.inference.engine import PrefillOutput, query_positions
 from gca_jax.inference.full_forward import FullForwardScorer
+from gca_jax.inference.sampling import sampled_steps
 from gca_jax.modeling import PREFILL, require
 from gca_jax.modeling.cache import DecodeStep, RingCache, WindowCache
 from gca_jax.modeling.chunking import IGNORE
@@ -69,6 +70,16 @@ def _decode_step(graphdef, params, rings, key_pos_BxN, pos, ids_B):
     return logits_BxV, rings, key_pos_BxN, pos + 1
 
 
+def _decode_span(graphdef, params, state, ids_B, key, temperature, *, n, top_k, top_p):
+    """Runs n decode steps with sampling in one call; ``state`` = (rings, key_pos_BxN, pos)."""
+
+    def step(state, ids_B):
+        logits_BxV, *state = _decode_step(graphdef, params, *state, ids_B)
+        return logits_BxV, tuple(state)
+
+    return sampled_steps(step, state, ids_B, key, temperature, n=n, top_k=top_k, top_p=top_p)
+
+
 class SlidingWindowEngine:
     """Constant-memory prefill and decoding of a ``SlidingWindowLM``.
 
@@ -108,6 +119,11 @@ class SlidingWindowEngine:
             bind(_segment_step, self.graphdef), static_argnames=("with_ce",), donate_argnums=(2,)
         )
         self._step = jax.jit(bind(_decode_step, self.graphdef), donate_argnums=(1, 2))
+        self._span = jax.jit(
+            bind(_decode_span, self.graphdef),
+            static_argnames=("n", "top_k", "top_p"),
+            donate_argnums=(1,),
+        )
 
     def empty_caches(self, batch: int) -> WindowCache:
         """Window caches of every layer before any token, (layers, B, W, Hkv, d)."""
@@ -224,3 +240,26 @@ class SlidingWindowDecoder:
             self.engine.params, self.rings, self.key_pos_BxN, self.pos, ids_B
         )
         return logits_BxV
+
+    # Fused spans of at most this many tokens: one compilation serves any generation length
+    # (the last, shorter span compiles once more).
+    max_span = 64
+
+    def span(self, remaining: int) -> int:
+        """Tokens ``feed_sampled`` takes in one call (no host step is ever needed here)."""
+        return min(remaining, self.max_span)
+
+    def feed_sampled(self, ids_B, key, n: int, *, top_k: int, temperature: float, top_p: float):
+        """Feeds ``ids_B`` and n - 1 tokens sampled on the way; returns the n sampled, and the key.
+
+        Equals n times ``feed`` then ``sample_next`` (one key split per token), in one jitted call.
+        """
+        if n < 1:
+            raise ValueError(f"{n=} must be >= 1")
+        ids_B = jnp.asarray(ids_B, jnp.int32).reshape(-1)
+        state = (self.rings, self.key_pos_BxN, self.pos)
+        ids_BxN, state, key = self.engine._span(
+            self.engine.params, state, ids_B, key, temperature, n=n, top_k=top_k, top_p=top_p
+        )
+        self.rings, self.key_pos_BxN, self.pos = state
+        return ids_BxN, key

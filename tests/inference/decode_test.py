@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gca_jax.inference import Decoder, Engine, generate, left_pad_prompts, sample_next
+from tests.inference.conftest import TokenByToken
 
 T = 15 * 7
 
@@ -54,6 +55,28 @@ def test_greedy_generation_equals_argmax_of_full_forward(tiny_model, engines):
     seq = np.concatenate([padded, new], axis=1)
     logits = np.asarray(tiny_model.logits(jnp.asarray(seq)))
     np.testing.assert_array_equal(np.argmax(logits[:, 44:-1], -1), seq[:, 45:])
+
+
+def test_sampled_spans_equal_token_by_token_generation(engines):
+    """The fused chunk spans draw the same tokens as feed + sample_next per token (same keys)."""
+    rng = np.random.default_rng(6)
+    prompts = [rng.integers(0, 256, 20).tolist(), rng.integers(0, 256, 33).tolist()]
+    engine = engines[False]
+    sampling = dict(max_new_tokens=40, top_k=5, top_p=0.9, temperature=0.8)  # spans 15, 15, 9
+    seen = []
+    fused = generate(engine, prompts, key=jax.random.key(7), on_tokens=seen.append, **sampling)
+    stepwise = generate(TokenByToken(engine), prompts, key=jax.random.key(7), **sampling)
+    np.testing.assert_array_equal(fused, stepwise)
+    np.testing.assert_array_equal(np.stack(seen, axis=1), fused)
+    assert len(set(fused[0].tolist())) > 3  # really sampled, not greedy
+
+
+def test_a_span_past_the_chunk_end_is_refused(engines):
+    decoder = Decoder(engines[False], batch=1, capacity=4)
+    decoder.feed(np.array([3]))
+    assert decoder.span(100) == 14
+    with pytest.raises(ValueError, match="span"):
+        decoder.feed_sampled([3], jax.random.key(0), 15, top_k=1, temperature=1.0, top_p=1.0)
 
 
 def test_top_k_sampling():

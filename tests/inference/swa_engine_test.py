@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from gca_jax.inference import generate, left_pad_prompts
-from gca_jax.inference.swa_engine import SlidingWindowEngine
+from gca_jax.inference.swa_engine import SlidingWindowDecoder, SlidingWindowEngine
 from gca_jax.modeling import build_model
+from tests.inference.conftest import TokenByToken
 from tests.modeling.conftest import tiny_model_config
 
 T = 150  # W = 32; segments of 64 tokens: 3 segments, the last one short
@@ -64,6 +65,16 @@ def test_greedy_generation_equals_argmax_of_the_full_forward(model, engine):
     seq = np.concatenate([left_pad_prompts(prompts, 1, model.cfg.pad_id), new], axis=1)
     logits = np.asarray(model.logits(jnp.asarray(seq)))
     np.testing.assert_array_equal(np.argmax(logits[:, 19:-1], -1), seq[:, 20:])
+
+
+def test_sampled_spans_equal_token_by_token_generation(engine, monkeypatch):
+    monkeypatch.setattr(SlidingWindowDecoder, "max_span", 16)  # spans 16, 16, 7
+    rng = np.random.default_rng(6)
+    prompts = [rng.integers(0, 256, 20).tolist(), rng.integers(0, 256, 9).tolist()]
+    sampling = dict(max_new_tokens=40, top_k=5, top_p=0.9, temperature=0.8, key=jax.random.key(7))
+    fused = generate(engine, prompts, **sampling)
+    np.testing.assert_array_equal(fused, generate(TokenByToken(engine), prompts, **sampling))
+    assert len(set(fused[0].tolist())) > 3  # really sampled, not greedy
 
 
 def test_full_attention_scores_in_one_forward_and_cannot_decode(tokens):
