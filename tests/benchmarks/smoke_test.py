@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import gca, landmark, train_throughput
+from benchmarks import gca, landmark, longctx, train_throughput
 
 
 def test_gca_benchmark_smoke(tmp_path, monkeypatch, capsys):
@@ -49,3 +49,19 @@ def test_landmark_benchmark_smoke(capsys):
     assert landmark.main(["--smoke"]) == 0
     printed = capsys.readouterr().out
     assert "check rel err" in printed and "| landmark (interpret, blocks of 16) |" in printed
+
+
+def test_longctx_decode_loops_smoke():
+    """Both decode loops run (a shorter last span included) and count the same tokens."""
+    job = dict(
+        config="configs/tiny.yaml",
+        overrides=["model.kernel_backend=xla"],
+        segment_chunks=4,
+        kind="decode",
+        length=15 * 8,
+        batch=2,
+        steps=20,  # a chunk of 15 and a span of 5
+    )
+    for loop in ("token", "fused"):
+        r = longctx.run_decode(dict(job, loop=loop))
+        assert r["tokens"] == 40 and r["tokens_per_s"] > 0
